@@ -1,0 +1,53 @@
+"""Callbacks of our own: only what Lightning does not measure the way results.json needs it."""
+from __future__ import annotations
+
+import time
+
+import lightning as L
+import torch
+
+
+def _sync(trainer: L.Trainer) -> None:
+    if trainer.strategy.root_device.type == "cuda":
+        torch.cuda.synchronize(trainer.strategy.root_device)
+
+
+class Throughput(L.Callback):
+    """Training examples/s and tokens/s over the training batches (validation time excluded).
+
+    `train_time_s` is wall time from each training batch's start to the next one's (data loading, forward,
+    backward and optimizer step); `step_time_s` only the part inside the step, so their difference is
+    time spent waiting for data.
+    """
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.examples = self.tokens = 0
+        self.train_time_s = self.step_time_s = 0.0
+        self._batch_start = self._last_end = None
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._last_end = time.perf_counter()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._batch_start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        _sync(trainer)
+        now = time.perf_counter()
+        self.step_time_s += now - self._batch_start
+        self.train_time_s += now - self._last_end
+        self._last_end = now
+        self.examples += len(batch["labels"])
+        self.tokens += int(batch["attention_mask"].sum())
+
+    def on_validation_end(self, trainer, pl_module):
+        self._last_end = time.perf_counter()  # validation inside an epoch is not training time
+
+    def summary(self) -> dict:
+        seconds = max(self.train_time_s, 1e-9)
+        return {"train_examples": self.examples, "train_time_s": round(self.train_time_s, 3),
+                "data_wait_s": round(self.train_time_s - self.step_time_s, 3),
+                "examples_per_s": round(self.examples / seconds, 2), "tokens_per_s": round(self.tokens / seconds, 1)}

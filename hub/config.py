@@ -1,0 +1,81 @@
+"""Config glue: resolvers, the axis choices of a run, and the check of incompatible combinations."""
+from __future__ import annotations
+
+import hashlib
+import inspect
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+AXES = ("task", "data", "backbone", "loss", "optimizer", "scheduler", "init", "trainer", "experiment")
+
+# Which `loss=` choices each `task=` can train with. One table, read by check_config.
+TASK_LOSSES = {
+    "bi_encoder": ("cosent", "sbert", "cosine_mse"),
+}
+# Which `data=` choices each `task=` can read.
+TASK_DATA = {
+    "bi_encoder": ("stsb_sample", "stsb", "atec", "bq", "lcqmc", "pawsx"),
+}
+
+
+class ConfigError(ValueError):
+    """An incompatible combination of config choices; raised before anything is built."""
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("project_root"):
+        OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
+    if not OmegaConf.has_resolver("axis_tags"):
+        OmegaConf.register_new_resolver("axis_tags", lambda: [f"{k}={v}" for k, v in axis_choices().items()])
+
+
+def axis_choices() -> dict[str, str]:
+    """The chosen file of each config group, e.g. {"loss": "cosent", ...}; empty outside a Hydra run."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return {}
+    choices = HydraConfig.get().runtime.choices
+    return {axis: choices[axis] for axis in AXES if choices.get(axis) is not None}
+
+
+def check_config(choices: dict[str, str]) -> None:
+    """Fail with the clashing keys and what would work, before any model or data is loaded."""
+    task = choices.get("task")
+    for group, table in (("loss", TASK_LOSSES), ("data", TASK_DATA)):
+        allowed = table.get(task)
+        if allowed is not None and choices.get(group) not in allowed:
+            raise ConfigError(f"{group}={choices.get(group)} does not work with task={task}: "
+                              f"task={task} takes {group}={'|'.join(allowed)}")
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """A digest of the resolved config without the paths: equal for two runs of the same experiment."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved.pop("paths", None)
+    return hashlib.sha256(OmegaConf.to_yaml(resolved, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def flatten(cfg: DictConfig) -> dict:
+    """Flat `a.b.c: value` keys of the resolved config, as W&B shows and filters them."""
+    out = {}
+
+    def walk(node, prefix):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            out[prefix[:-1]] = node
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out
+
+
+def instantiate_with(node: DictConfig, **available):
+    """Instantiate `node`, passing those of `available` that its target accepts and the config leaves unset."""
+    target = instantiate({"_target_": "hydra.utils.get_object", "path": node._target_})
+    params = inspect.signature(target).parameters
+    extra = {k: v for k, v in available.items() if k in params and k not in node}
+    return instantiate(node, **extra)

@@ -1,0 +1,104 @@
+"""Every `backbone=` choice: an encoder plus the tokenizer that feeds it.
+
+A backbone maps (input_ids, attention_mask) to the hidden states of every layer, the embedding output
+first. `from_scratch` says whether the `init` group draws its weights.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lit_models.nn.transformer import TransformerConfig, TransformerEncoder
+
+log = logging.getLogger(__name__)
+VOCAB_DIR = Path(__file__).resolve().parent / "vocab"
+
+
+class ScratchBackbone(nn.Module):
+    """Our own Transformer encoder (lit_models/nn) over a shipped WordPiece vocabulary (bert-base-chinese)."""
+
+    from_scratch = True
+
+    def __init__(self, vocab: str = "bert-base-chinese", text_prefix: str = "", finetune_lr: float = 1e-3,
+                 **transformer):
+        super().__init__()
+        from transformers import BertTokenizer
+
+        # from_pretrained on the folder: BertTokenizer(vocab_file=...) ignores the file in transformers 5.x
+        self.tokenizer = BertTokenizer.from_pretrained(str(VOCAB_DIR / vocab))
+        expected = sum(1 for _ in open(VOCAB_DIR / vocab / "vocab.txt", encoding="utf-8"))
+        if len(self.tokenizer) != expected:
+            raise RuntimeError(f"tokenizer loaded {len(self.tokenizer)} tokens from {VOCAB_DIR / vocab}, "
+                               f"vocab.txt has {expected}")
+        self.text_prefix, self.finetune_lr = text_prefix, finetune_lr
+        self.encoder = TransformerEncoder(TransformerConfig(
+            vocab_size=len(self.tokenizer), pad_token_id=self.tokenizer.pad_token_id, **transformer))
+        self.hidden_size = self.encoder.cfg.hidden_size
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
+        return self.encoder(input_ids, attention_mask)
+
+
+class PretrainedBackbone(nn.Module):
+    """A Hugging Face encoder (AutoModel + AutoTokenizer) from a hub id or a local folder.
+
+    `name_or_path` is used as is when it is a folder or already in the HF cache. Otherwise the hub is
+    tried when reachable; with no network, `local_dir` is used instead (with a message), so a run
+    never hangs on a download. `text_prefix` is prepended to every text (E5 wants "query: ").
+    """
+
+    from_scratch = False
+
+    def __init__(self, name_or_path: str, local_dir: str | None = None, text_prefix: str = "",
+                 finetune_lr: float = 2e-5, gradient_checkpointing: bool = False):
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        source = resolve_pretrained(name_or_path, local_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(source)
+        self.model = AutoModel.from_pretrained(source)
+        if getattr(self.model, "pooler", None) is not None:
+            self.model.pooler = None  # unused by every pooling here; unused parameters would stall DDP
+        if gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+        self.text_prefix, self.finetune_lr = text_prefix, finetune_lr
+        self.hidden_size = self.model.config.hidden_size
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        return list(out.hidden_states)
+
+
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def resolve_pretrained(name_or_path: str, local_dir: str | None) -> str:
+    """Where to load a pretrained model from: a folder, the HF cache, the hub, or the local fallback."""
+    if Path(name_or_path).is_dir():
+        return name_or_path
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name_or_path, "config.json"), str):
+        return name_or_path
+    if hub_reachable():
+        return name_or_path
+    if local_dir and Path(local_dir).is_dir():
+        log.warning("Hugging Face hub not reachable: loading %s from the local folder %s", name_or_path, local_dir)
+        return local_dir
+    raise FileNotFoundError(
+        f"backbone {name_or_path!r} is neither a folder nor in the Hugging Face cache, the hub is not reachable, "
+        f"and the local fallback backbone.local_dir={local_dir!r} does not exist. Put the model there "
+        f"(for e5-small-zh: python tools/expand_pretrained.py models/e5-small-zh {local_dir}) or pass "
+        f"backbone.name_or_path=/path/to/model")

@@ -1,0 +1,49 @@
+"""What every task module shares: weight init of new weights, optimizer param groups and the LR schedule."""
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+import lightning as L
+from torch import nn
+
+from lit_models.init import initialize
+
+
+class TaskModule(L.LightningModule):
+    """Base of every `task=` choice.
+
+    Args:
+        backbone: encoder + tokenizer (lit_models/backbones.py).
+        loss: the `loss=` module; heads it owns count as new weights.
+        optimizer: `optimizer=` factory, called with the parameter groups.
+        scheduler: `scheduler=` factory, called with (optimizer, num_training_steps).
+        init: `init=` scheme, applied to the new weights: the loss's heads, and the backbone if from scratch.
+        monitor: the validation metric that selects the best checkpoint (higher is better).
+    """
+
+    def __init__(self, backbone: nn.Module, loss: nn.Module, optimizer: Callable, scheduler: Callable,
+                 init: Callable, monitor: str):
+        super().__init__()
+        self.backbone, self.loss = backbone, loss
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.monitor = monitor
+        for module in self.new_modules():
+            initialize(module, init)
+
+    def new_modules(self) -> list[nn.Module]:
+        return [self.loss] + ([self.backbone] if self.backbone.from_scratch else [])
+
+    def parameter_groups(self) -> list[dict]:
+        """Matrices take the optimizer's weight decay; biases and norm gains (1-D) take none."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return [{"params": [p for p in params if p.ndim >= 2]},
+                {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+
+    def configure_optimizers(self):
+        extra = {}
+        if self.device.type == "cuda" and "fused" in inspect.signature(self.optimizer_factory).parameters:
+            extra["fused"] = True
+        optimizer = self.optimizer_factory(self.parameter_groups(), **extra)
+        scheduler = self.scheduler_factory(optimizer, num_training_steps=int(self.trainer.estimated_stepping_batches))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,104 @@
+"""Train and evaluate one configuration; every axis is a config group: `python run.py loss=sbert data=bq`.
+
+seed → check the combination → DataModule, backbone, task, Trainer → fit → test with the best
+checkpoint → results.json (also when the run fails) → close the loggers.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+import hydra
+from omegaconf import DictConfig
+
+from hub.config import register_resolvers
+
+register_resolvers()
+log = logging.getLogger("run")
+
+
+def needed_splits(cfg: DictConfig) -> list[str]:
+    return (["train", "valid"] if cfg.train else []) + (["test"] if cfg.test else [])
+
+
+def train(cfg: DictConfig, results: dict) -> None:
+    import lightning as L
+    from hydra.utils import instantiate
+
+    for handler in list(logging.getLogger("lightning.pytorch").handlers):  # Hydra's handlers print it already
+        logging.getLogger("lightning.pytorch").removeHandler(handler)
+
+    from hub.config import check_config, flatten, instantiate_with
+    from hub.results import best_checkpoint, metrics_of
+
+    check_config(results["choices"])
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    datamodule.require(needed_splits(cfg))
+    backbone = instantiate(cfg.backbone)
+    datamodule.set_tokenizer(backbone.tokenizer, backbone.text_prefix)
+    model = instantiate(cfg.task, backbone=backbone, loss=instantiate_with(cfg.loss, hidden_size=backbone.hidden_size),
+                        optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.scheduler),
+                        init=instantiate(cfg.init))
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    callbacks = {name: instantiate(c) for name, c in (cfg.get("callbacks") or {}).items()}
+    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=list(callbacks.values()))
+    results["loggers"] = loggers
+    for logger in loggers:
+        logger.log_hyperparams(flatten(cfg))
+    if cfg.train:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        results["best"] = best_checkpoint(trainer)
+        results["final_validation"] = metrics_of([{k: v for k, v in trainer.callback_metrics.items()
+                                                   if k.startswith("val/")}])
+    if cfg.test:
+        ckpt = "best" if results.get("best") else None
+        results["test"] = metrics_of(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt))
+    if "throughput" in callbacks:
+        results["throughput"] = callbacks["throughput"].summary()
+
+
+def finish(results: dict, started: float) -> None:
+    from hub.results import summary_lines, write_results
+
+    loggers = results.pop("loggers", [])
+    results["wall_time_s"] = round(time.time() - started, 2)
+    for logger in loggers:
+        run = getattr(logger, "experiment", None)
+        if hasattr(run, "summary"):  # W&B: best/test metrics in the run summary, the run id in results.json
+            best = results.get("best") or {}
+            run.summary.update({f"best/{best['metric']}": best["value"], "best/epoch": best["epoch"],
+                                "best/step": best["step"]} if best else {})
+            run.summary.update(results.get("test") or {})
+            results["wandb"] = {"id": run.id, "mode": logger._wandb_init.get("mode"), "dir": run.dir}
+            run.finish()
+    write_results(results["output_dir"], results)
+    for line in summary_lines(results):
+        print(line)
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from hub.config import axis_choices, config_hash
+    from hub.results import code_version
+
+    started = time.time()
+    results = {"status": "failed", "choices": axis_choices(), "seed": cfg.seed, "config_hash": config_hash(cfg),
+               "code_version": code_version(), "overrides": list(HydraConfig.get().overrides.task),
+               "output_dir": cfg.paths.output_dir}
+    try:
+        train(cfg, results)
+        results["status"] = "completed"
+    except BaseException as error:
+        results["error"] = f"{type(error).__name__}: {error}"
+        raise
+    finally:
+        finish(results, started)
+    best = results.get("best")
+    return best["value"] if best else None
+
+
+if __name__ == "__main__":
+    main()
