@@ -25,8 +25,9 @@ def train(cfg: DictConfig, results: dict) -> None:
     import lightning as L
     from hydra.utils import instantiate
 
-    for handler in list(logging.getLogger("lightning.pytorch").handlers):  # Hydra's handlers print it already
-        logging.getLogger("lightning.pytorch").removeHandler(handler)
+    for name in ("lightning", "lightning.pytorch"):  # Hydra's handlers (console + run.log) print these once
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
 
     from hub.config import check_config, flatten, instantiate_with
     from hub.results import best_checkpoint, metrics_of

@@ -17,7 +17,12 @@ CACHE_FORMAT = 1
 def tokenizer_fingerprint(tokenizer) -> str:
     """A digest of everything that decides the token ids: class, vocabulary, normalizer and special tokens."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    state = backend.to_str() if backend is not None else json.dumps(sorted(tokenizer.get_vocab().items()))
+    if backend is not None:
+        state = json.loads(backend.to_str())
+        state.pop("truncation", None), state.pop("padding", None)  # call settings, changed by every call
+        state = json.dumps(state, sort_keys=True)
+    else:
+        state = json.dumps(sorted(tokenizer.get_vocab().items()))
     state += type(tokenizer).__name__ + json.dumps(tokenizer.special_tokens_map, sort_keys=True)
     return hashlib.sha256(state.encode("utf-8")).hexdigest()[:16]
 

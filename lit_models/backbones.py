@@ -100,5 +100,5 @@ def resolve_pretrained(name_or_path: str, local_dir: str | None) -> str:
     raise FileNotFoundError(
         f"backbone {name_or_path!r} is neither a folder nor in the Hugging Face cache, the hub is not reachable, "
         f"and the local fallback backbone.local_dir={local_dir!r} does not exist. Put the model there "
-        f"(for e5-small-zh: python tools/expand_pretrained.py models/e5-small-zh {local_dir}) or pass "
+        f"(for e5-small-zh: python <shared>/tools/expand_pretrained.py <shared>/models/e5-small-zh {local_dir}) or pass "
         f"backbone.name_or_path=/path/to/model")

@@ -1,0 +1,58 @@
+import subprocess
+import sys
+
+import pytest
+from omegaconf import OmegaConf
+
+from hub.config import PROJECT_ROOT, ConfigError, check_config
+from tests.conftest import CONF_DIR, compose_config
+
+GROUPS = ["task", "data", "backbone", "loss", "optimizer", "scheduler", "init", "trainer", "logger", "callbacks",
+          "paths", "hydra", "experiment", "debug"]
+
+
+def choices(group):
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group, choice", [(g, c) for g in GROUPS for c in choices(g)])
+def test_every_choice_composes_and_resolves(group, choice):
+    cfg = compose_config(f"{group}={choice}" if group != "hydra" else "seed=1")
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    for key in ("task", "data", "backbone", "loss", "optimizer", "scheduler", "init", "trainer"):
+        assert resolved[key]["_target_"], key
+
+
+def test_every_group_of_the_defaults_list_has_choices():
+    for group in GROUPS:
+        assert choices(group), f"conf/{group}/ is empty"
+
+
+def test_experiment_pins_the_posts_protocol():
+    cfg = compose_config("experiment=cosent_vs_sbert", "data=stsb", "backbone=pretrained")
+    assert cfg.optimizer.lr == 2e-5 and cfg.data.batch_size == 32 and cfg.trainer.max_epochs == 5
+    assert cfg.data.max_length == 64 and cfg.loss.scale == 20.0
+    assert compose_config("experiment=cosent_vs_sbert", "data=pawsx").data.max_length == 128
+    assert compose_config("experiment=cosent_vs_sbert", "loss=sbert").loss._target_.endswith("SBERTLoss")
+
+
+def test_optimizer_lr_follows_the_backbone_unless_set():
+    assert compose_config("backbone=pretrained").optimizer.lr == 2e-5
+    assert compose_config("backbone=scratch_tiny").optimizer.lr == 1e-3
+    assert compose_config("backbone=pretrained", "optimizer.lr=5e-5").optimizer.lr == 5e-5
+
+
+def test_cfg_job_prints_the_composed_config():
+    proc = subprocess.run([sys.executable, str(PROJECT_ROOT / "run.py"), "--cfg", "job", "loss=sbert"],
+                          capture_output=True, text=True, timeout=120, check=True)
+    cfg = OmegaConf.create(proc.stdout)
+    assert cfg.loss._target_ == "lit_models.losses.SBERTLoss" and cfg.task.pooling == "mean"
+
+
+def test_a_clashing_combination_names_both_keys_and_the_valid_choices():
+    with pytest.raises(ConfigError, match=r"loss=infonce does not work with task=bi_encoder: "
+                                          r"task=bi_encoder takes loss=cosent\|sbert\|cosine_mse"):
+        check_config({"task": "bi_encoder", "loss": "infonce", "data": "stsb"})
+    with pytest.raises(ConfigError, match=r"data=afqmc does not work with task=bi_encoder"):
+        check_config({"task": "bi_encoder", "loss": "cosent", "data": "afqmc"})
+    check_config({"task": "bi_encoder", "loss": "sbert", "data": "bq"})

@@ -1,0 +1,127 @@
+import lzma
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from datamodules.files import DataFormatError, MissingSplitError
+from datamodules.prepare_atec import derive_train
+from datamodules.sts import STSDataModule, read_pairs
+from lit_models.backbones import ScratchBackbone
+from tests.conftest import compose_config
+
+# Split sizes as documented in the data folder's SOURCES.md (None: not on disk).
+SPLIT_SIZES = {
+    "stsb": {"train": 5231, "valid": 1458, "test": 1361},
+    "bq": {"train": 100000, "valid": 10000, "test": 10000},
+    "lcqmc": {"train": None, "valid": 8802, "test": 12500},
+    "pawsx": {"train": None, "valid": 2000, "test": 2000},
+    "atec": {"valid": 20000, "test": 20000},
+    "stsb_sample": {"train": 600, "valid": 200, "test": 200},
+}
+
+
+def datamodule(name: str, data_dir, *overrides) -> STSDataModule:
+    cfg = compose_config(f"data={name}", f"paths.data_dir={data_dir}", *overrides)
+    return instantiate(cfg.data)
+
+
+@pytest.mark.parametrize("name", sorted(SPLIT_SIZES))
+def test_split_sizes_match_the_sources(name, data_dir):
+    dm = datamodule(name, data_dir)
+    for split, size in SPLIT_SIZES[name].items():
+        if size is None:
+            with pytest.raises(MissingSplitError):
+                dm.read_split(split)
+        else:
+            pairs = dm.read_split(split)
+            assert len(pairs) == size
+            assert set(pairs.labels) <= ({0.0, 1.0} if dm.label_max == 1 else {0.0, 1.0, 2.0, 3.0, 4.0, 5.0})
+
+
+def test_missing_split_names_the_files_and_the_source(data_dir):
+    dm = datamodule("lcqmc", data_dir)
+    with pytest.raises(MissingSplitError) as error:
+        dm.require(["train", "valid", "test"])
+    message = str(error.value)
+    for name in ("LCQMC.train.data", "LCQMC.train.data.xz", "LCQMC.train.data.gz", "icrc.hitsz.edu.cn"):
+        assert name in message
+    assert str(data_dir / "lcqmc") in message
+
+
+def test_atec_train_is_derived_without_valid_or_test_pairs(data_dir, tmp_path):
+    out = tmp_path / "derived" / "atec" / "ATEC.train.data"
+    counts = derive_train(data_dir, out)
+    assert counts == {"raw": 39346, "in_valid_or_test": 15285, "train": 24061}  # SOURCES.md: 15,285 overlap
+    dm = datamodule("atec", data_dir, f"paths.derived_dir={tmp_path / 'derived'}")
+    train, test = dm.read_split("train"), dm.read_split("test")
+    assert len(train) == 24061
+    held_out = {frozenset(p) for p in zip(test.first, test.second)}
+    assert not any(frozenset(p) in held_out for p in zip(train.first, train.second))
+
+
+@pytest.mark.parametrize("line, label_max", [
+    ("只有一句话\t5", 5),                       # a field missing
+    ("句子一\t句子二\t6", 5),                    # score above the range
+    ("句子一\t句子二\t-1", 5),
+    ("句子一\t句子二\t2", 1),                    # binary label that is not 0/1
+    ("句子一\t句子二\tyes", 1),
+    ("\t句子二\t1", 1),                          # empty sentence
+    ("句子一\t句子二\t1\t额外", 1),               # an extra field
+])
+def test_a_malformed_line_names_file_and_line(tmp_path, line, label_max):
+    path = tmp_path / "bad.data"
+    path.write_text(f"好\t很好\t1\n\n行三\t行三\t0\n{line}\n", encoding="utf-8")
+    with pytest.raises(DataFormatError, match=f"^{path}:4: "):
+        read_pairs(path, label_max)
+
+
+def test_compressed_files_are_found_and_read(tmp_path):
+    with lzma.open(tmp_path / "X.valid.data.xz", "wt", encoding="utf-8") as f:
+        f.write("一\t二\t1\n三\t四\t0\n")
+    dm = STSDataModule("x", str(tmp_path), {"valid": "X.valid.data"}, label_max=1, source="-")
+    assert dm.read_split("valid").labels == [1.0, 0.0]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return ScratchBackbone(hidden_size=32, num_layers=1, num_heads=2, ffn_size=64).tokenizer
+
+
+def test_tokenized_once_then_read_from_cache(tmp_path, tokenizer, monkeypatch):
+    cfg = compose_config("data=stsb_sample", f"data.cache_dir={tmp_path}")
+    dm = instantiate(cfg.data)
+    dm.set_tokenizer(tokenizer)
+    dm.setup("test")
+    first = dm.datasets["test"].first
+    assert len(list(tmp_path.glob("*.pt"))) == 1
+
+    import datamodules.tokenized as tokenized
+    monkeypatch.setattr(tokenized, "tokenize", lambda *a, **k: pytest.fail("tokenized again despite the cache"))
+    again = instantiate(cfg.data)
+    again.set_tokenizer(tokenizer)
+    again.setup("test")
+    assert again.datasets["test"].first == first
+    monkeypatch.undo()
+
+    shorter = instantiate(cfg.data, max_length=8)      # another max length is another cache entry
+    shorter.set_tokenizer(tokenizer)
+    shorter.setup("test")
+    assert len(list(tmp_path.glob("*.pt"))) == 2
+    assert max(map(len, shorter.datasets["test"].first)) == 8
+
+
+def test_batches_stack_both_sentences_padded_to_the_longest(tokenizer):
+    cfg = compose_config("data=stsb_sample", "data.cache_dir=null", "data.batch_size=4")
+    dm = instantiate(cfg.data)
+    dm.set_tokenizer(tokenizer, text_prefix="")
+    dm.setup("fit")
+    batch = next(iter(dm.val_dataloader()))
+    lengths = batch["attention_mask"].sum(1)
+    assert batch["input_ids"].shape == (8, int(lengths.max()))
+    assert torch.equal(batch["input_ids"][batch["attention_mask"] == 0],
+                       torch.full_like(batch["input_ids"][batch["attention_mask"] == 0], tokenizer.pad_token_id))
+    pairs = dm.read_split("valid")
+    expected = tokenizer(pairs.second[0], max_length=64, truncation=True)["input_ids"]
+    assert batch["input_ids"][4, :len(expected)].tolist() == expected     # second sentences follow the first B
+    assert batch["labels"].tolist() == pairs.labels[:4]

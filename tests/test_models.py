@@ -1,0 +1,109 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lit_models.backbones import PretrainedBackbone, ScratchBackbone, resolve_pretrained
+from lit_models.bi_encoder import BiEncoder, pool
+from lit_models.init import bert, initialize, xavier
+from lit_models.losses import CoSENTLoss, SBERTLoss
+from lit_models.schedules import constant, linear_warmup
+
+
+def test_poolings_against_explicit_loops():
+    torch.manual_seed(0)
+    hidden = [torch.randn(2, 5, 3) for _ in range(3)]
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    assert torch.equal(pool(hidden, mask, "cls"), hidden[-1][:, 0])
+    mean = torch.stack([hidden[-1][0, :3].mean(0), hidden[-1][1].mean(0)])
+    assert torch.allclose(pool(hidden, mask, "mean"), mean)
+    avg = (hidden[1] + hidden[-1]) / 2
+    first_last = torch.stack([avg[0, :3].mean(0), avg[1].mean(0)])
+    assert torch.allclose(pool(hidden, mask, "first_last_avg"), first_last)
+    with pytest.raises(ValueError, match="pooling"):
+        pool(hidden, mask, "max")
+
+
+@pytest.fixture(scope="module")
+def scratch():
+    torch.manual_seed(0)
+    backbone = ScratchBackbone(hidden_size=32, num_layers=2, num_heads=4, ffn_size=64, dropout=0.0)
+    initialize(backbone, bert)
+    return backbone.eval()
+
+
+def test_scratch_tokenizer_is_the_bert_base_chinese_vocab(scratch):
+    tok = scratch.tokenizer
+    assert len(tok) == 21128 and tok.pad_token_id == 0 and tok.cls_token_id == 101 and tok.sep_token_id == 102
+    assert tok("一架飞机")["input_ids"] == [101, 671, 3373, 7607, 3322, 102]
+
+
+def test_padding_does_not_change_a_sentences_hidden_states(scratch):
+    alone = scratch.tokenizer(["今天天气很好"], return_tensors="pt")
+    batch = scratch.tokenizer(["今天天气很好", "我喜欢在公园里散步和看书"], padding=True, return_tensors="pt")
+    h_alone = scratch(alone["input_ids"], alone["attention_mask"])[-1][0]
+    h_batch = scratch(batch["input_ids"], batch["attention_mask"])[-1][0, :h_alone.shape[0]]
+    assert torch.allclose(h_alone, h_batch, atol=1e-5)
+
+
+def test_init_schemes_have_their_formula_std():
+    big = nn.Linear(1024, 512)
+    initialize(big, bert)
+    # N(0, 0.02²) truncated at ±2σ has std 0.02·0.8796
+    assert big.weight.std().item() == pytest.approx(0.02 * 0.8796, rel=0.05)
+    assert big.weight.abs().max().item() <= 0.04 and big.bias.abs().max().item() == 0
+    initialize(big, xavier)
+    assert big.weight.std().item() == pytest.approx(math.sqrt(2 / (1024 + 512)), rel=0.05)
+    norm = nn.LayerNorm(8)
+    nn.init.normal_(norm.weight)
+    initialize(norm, bert)
+    assert torch.equal(norm.weight, torch.ones(8))
+
+
+def test_task_initializes_new_heads_and_scratch_backbones_only(scratch):
+    def bi_encoder(backbone, loss):
+        return BiEncoder(backbone=backbone, loss=loss, optimizer=torch.optim.AdamW, scheduler=constant,
+                         init=xavier, monitor="val/spearman")
+    head = SBERTLoss(hidden_size=32)
+    nn.init.constant_(head.classifier.weight, 1.0)
+    bi_encoder(scratch, head)
+    assert head.classifier.weight.std().item() == pytest.approx(math.sqrt(2 / (96 + 2)), rel=0.2)
+    assert scratch.encoder.blocks[0].ffn.up.weight.std().item() == pytest.approx(math.sqrt(2 / (32 + 64)), rel=0.1)
+
+
+def test_biases_and_norms_get_no_weight_decay(scratch):
+    model = BiEncoder(backbone=scratch, loss=CoSENTLoss(), optimizer=torch.optim.AdamW, scheduler=constant,
+                      init=bert, monitor="val/spearman")
+    decayed, plain = model.parameter_groups()
+    assert all(p.ndim == 2 for p in decayed["params"]) and "weight_decay" not in decayed
+    assert plain["weight_decay"] == 0.0 and all(p.ndim == 1 for p in plain["params"])
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert any("norm" in names[id(p)] for p in plain["params"]) and any("bias" in names[id(p)] for p in plain["params"])
+    assert len(decayed["params"]) + len(plain["params"]) == len(list(model.parameters()))
+
+
+def test_linear_warmup_schedule_values():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = linear_warmup(opt, num_training_steps=100, warmup_ratio=0.1)
+    factors = [sched.lr_lambdas[0](step) for step in (0, 4, 9, 10, 55, 100)]
+    assert factors == pytest.approx([0.1, 0.5, 1.0, 1.0, 0.5, 0.0])
+
+
+def test_pretrained_falls_back_to_the_local_folder_without_network(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    local = tmp_path / "local-model"
+    local.mkdir()
+    assert resolve_pretrained("some-org/some-model", str(local)) == str(local)
+    assert "not reachable" in caplog.text and str(local) in caplog.text
+    with pytest.raises(FileNotFoundError, match="backbone.local_dir=.*missing"):
+        resolve_pretrained("some-org/some-model", str(tmp_path / "missing"))
+
+
+def test_pretrained_backbone_loads_e5_with_its_prefix(e5_dir):
+    backbone = PretrainedBackbone(str(e5_dir), text_prefix="query: ")
+    assert backbone.hidden_size == 384 and backbone.model.pooler is None
+    batch = backbone.tokenizer(["query: 今天天气很好"], return_tensors="pt")
+    hidden = backbone(batch["input_ids"], batch["attention_mask"])
+    assert len(hidden) == 13 and hidden[-1].shape == (1, batch["input_ids"].shape[1], 384)
