@@ -20,12 +20,14 @@ VOCAB_DIR = Path(__file__).resolve().parent / "vocab"
 
 
 class ScratchBackbone(nn.Module):
-    """Our own Transformer encoder (lit_models/nn) over a shipped WordPiece vocabulary (bert-base-chinese)."""
+    """Our own Transformer encoder (lit_models/nn) over a shipped WordPiece vocabulary (bert-base-chinese).
 
-    from_scratch = True
+    `checkpoint`: a file saved by task=masked_lm (`backbone.pt`); its weights replace the init, and the
+    architecture keys must match the ones it was pretrained with.
+    """
 
     def __init__(self, vocab: str = "bert-base-chinese", text_prefix: str = "", finetune_lr: float = 1e-3,
-                 **transformer):
+                 checkpoint: str | None = None, **transformer):
         super().__init__()
         from transformers import BertTokenizer
 
@@ -39,9 +41,22 @@ class ScratchBackbone(nn.Module):
         self.encoder = TransformerEncoder(TransformerConfig(
             vocab_size=len(self.tokenizer), pad_token_id=self.tokenizer.pad_token_id, **transformer))
         self.hidden_size = self.encoder.cfg.hidden_size
+        self.from_scratch = checkpoint is None
+        if checkpoint is not None:
+            self.load_pretrained(checkpoint)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
-        return self.encoder(input_ids, attention_mask)
+    def load_pretrained(self, path: str) -> None:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            self.encoder.load_state_dict(state["encoder"])
+        except RuntimeError as error:
+            raise ValueError(f"backbone.checkpoint={path} does not fit this backbone's architecture keys "
+                             f"(pretrained with {state.get('config')}): {error}") from None
+        log.info("backbone weights from %s", path)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                causal: bool = False) -> list[torch.Tensor]:
+        return self.encoder(input_ids, attention_mask, token_type_ids, causal)
 
 
 class PretrainedBackbone(nn.Module):
@@ -69,8 +84,12 @@ class PretrainedBackbone(nn.Module):
         self.text_prefix, self.finetune_lr = text_prefix, finetune_lr
         self.hidden_size = self.model.config.hidden_size
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                causal: bool = False) -> list[torch.Tensor]:
+        if causal:
+            raise ValueError("a pretrained encoder backbone cannot run causally; use backbone=scratch_*")
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                         output_hidden_states=True)
         return list(out.hidden_states)
 
 

@@ -9,6 +9,8 @@ from torch import nn
 
 from lit_models.init import initialize
 
+NORMS = (nn.LayerNorm, nn.RMSNorm)
+
 
 class TaskModule(L.LightningModule):
     """Base of every `task=` choice.
@@ -35,10 +37,15 @@ class TaskModule(L.LightningModule):
         return [self.loss] + ([self.backbone] if self.backbone.from_scratch else [])
 
     def parameter_groups(self) -> list[dict]:
-        """Matrices take the optimizer's weight decay; biases and norm gains (1-D) take none."""
+        """Matrices take the optimizer's weight decay; biases and norm gains (1-D) take none.
+
+        Norm gains are marked `norm_gain` for optimizers that treat them apart (Tiger's NaN guard)."""
+        gains = {id(m.weight) for m in self.modules() if isinstance(m, NORMS) and m.weight is not None}
         params = [p for p in self.parameters() if p.requires_grad]
-        return [{"params": [p for p in params if p.ndim >= 2]},
-                {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+        groups = [{"params": [p for p in params if p.ndim >= 2]},
+                  {"params": [p for p in params if p.ndim < 2 and id(p) not in gains], "weight_decay": 0.0},
+                  {"params": [p for p in params if id(p) in gains], "weight_decay": 0.0, "norm_gain": True}]
+        return [group for group in groups if group["params"]]
 
     def configure_optimizers(self):
         extra = {}

@@ -75,12 +75,14 @@ def test_task_initializes_new_heads_and_scratch_backbones_only(scratch):
 def test_biases_and_norms_get_no_weight_decay(scratch):
     model = BiEncoder(backbone=scratch, loss=CoSENTLoss(), optimizer=torch.optim.AdamW, scheduler=constant,
                       init=bert, monitor="val/spearman")
-    decayed, plain = model.parameter_groups()
-    assert all(p.ndim == 2 for p in decayed["params"]) and "weight_decay" not in decayed
-    assert plain["weight_decay"] == 0.0 and all(p.ndim == 1 for p in plain["params"])
+    decayed, biases, gains = model.parameter_groups()
     names = {id(p): n for n, p in model.named_parameters()}
-    assert any("norm" in names[id(p)] for p in plain["params"]) and any("bias" in names[id(p)] for p in plain["params"])
-    assert len(decayed["params"]) + len(plain["params"]) == len(list(model.parameters()))
+    assert all(p.ndim == 2 for p in decayed["params"]) and "weight_decay" not in decayed
+    assert biases["weight_decay"] == 0.0 and all(names[id(p)].endswith(".bias") for p in biases["params"])
+    assert gains["weight_decay"] == 0.0 and gains["norm_gain"]
+    assert sorted(names[id(p)] for p in gains["params"]) == sorted(
+        n for n, m in model.named_modules() if isinstance(m, nn.LayerNorm) for n in [n + ".weight"])
+    assert sum(len(g["params"]) for g in (decayed, biases, gains)) == len(list(model.parameters()))
 
 
 def test_linear_warmup_schedule_values():

@@ -24,6 +24,7 @@ class TransformerConfig:
     dropout: float = 0.1
     norm: str = "post"            # post | pre
     pad_token_id: int = 0
+    type_vocab_size: int = 2       # segment ids (sentence A/B, or the speaker of a dialogue turn)
     layer_norm_eps: float = 1e-12
 
     def __post_init__(self):
@@ -41,7 +42,7 @@ class SelfAttention(nn.Module):
         self.out = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """x [B, L, d]; keep [B, 1, 1, L] True where a key may be attended to."""
+        """x [B, L, d]; keep [B, 1, L or 1, L] True where query i may attend to key j."""
         B, L, d = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=self.dropout if self.training else 0.0)
@@ -81,16 +82,26 @@ class TransformerEncoder(nn.Module):
         self.cfg = cfg
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
         self.position_embedding = nn.Embedding(cfg.max_position, cfg.hidden_size)
+        self.type_embedding = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
         self.embedding_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.final_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps) if cfg.norm == "pre" else nn.Identity()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
-        """Hidden states of the embedding layer and of every block, each [B, L, d] (the last one normed)."""
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        x = self.drop(self.embedding_norm(self.token_embedding(input_ids) + self.position_embedding(positions)))
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None,
+                causal: bool = False) -> list[torch.Tensor]:
+        """Hidden states of the embedding layer and of every block, each [B, L, d] (the last one normed).
+
+        causal: position i attends only to positions ≤ i (a decoder / language model)."""
+        L = input_ids.shape[1]
+        positions = torch.arange(L, device=input_ids.device)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x = self.token_embedding(input_ids) + self.position_embedding(positions) + self.type_embedding(token_type_ids)
+        x = self.drop(self.embedding_norm(x))
         keep = attention_mask.bool()[:, None, None, :]
+        if causal:
+            keep = keep & torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
         hidden = [x]
         for block in self.blocks:
             hidden.append(block(hidden[-1], keep))
