@@ -76,7 +76,8 @@ class PretrainedBackbone(nn.Module):
 
         source = resolve_pretrained(name_or_path, local_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(source)
-        self.model = AutoModel.from_pretrained(source)
+        self.model = AutoModel.from_pretrained(source).train()  # from_pretrained returns eval mode: dropout off,
+        # and Lightning keeps each submodule's mode, so fine-tuning would silently run without dropout
         if getattr(self.model, "pooler", None) is not None:
             self.model.pooler = None  # unused by every pooling here; unused parameters would stall DDP
         if gradient_checkpointing:

@@ -21,15 +21,18 @@ class TaskModule(L.LightningModule):
         optimizer: `optimizer=` factory, called with the parameter groups.
         scheduler: `scheduler=` factory, called with (optimizer, num_training_steps).
         init: `init=` scheme, applied to the new weights: the loss's heads, and the backbone if from scratch.
-        monitor: the validation metric that selects the best checkpoint (higher is better).
+        monitor: the validation metric that selects the best checkpoint.
+        monitor_mode: "max" when higher is better (Spearman, accuracy), "min" for losses and perplexity.
     """
 
     def __init__(self, backbone: nn.Module, loss: nn.Module, optimizer: Callable, scheduler: Callable,
-                 init: Callable, monitor: str):
+                 init: Callable, monitor: str, monitor_mode: str = "max"):
         super().__init__()
         self.backbone, self.loss = backbone, loss
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
-        self.monitor = monitor
+        if monitor_mode not in ("max", "min"):
+            raise ValueError(f"task.monitor_mode must be 'max' or 'min', got {monitor_mode!r}")
+        self.monitor, self.monitor_mode = monitor, monitor_mode
         for module in self.new_modules():
             initialize(module, init)
 

@@ -44,7 +44,7 @@ class BiEncoder(TaskModule):
             raise ValueError(f"task.pooling must be one of {POOLINGS}, got {pooling!r}")
         super().__init__(**common)
         self.pooling = pooling
-        self.save_hyperparameters({"pooling": pooling, "monitor": self.monitor})
+        self.save_hyperparameters({"pooling": pooling, "monitor": self.monitor, "monitor_mode": self.monitor_mode})
         self.val_spearman, self.test_spearman = SpearmanCorrCoef(), SpearmanCorrCoef()
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

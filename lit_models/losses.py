@@ -80,3 +80,20 @@ class CosineMSELoss(nn.Module):
     def forward(self, u: torch.Tensor, v: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         cos = F.cosine_similarity(u.float(), v.float(), dim=-1)
         return F.mse_loss(cos, labels.float() / self.label_max)
+
+
+class TokenCrossEntropy(nn.Module):
+    """Token-level cross-entropy of a language model (masked or causal): mean over positions with a label.
+
+        loss = −(1/|P|) Σ_{t∈P} log softmax(logits_t)[label_t],   P = {t : label_t ≠ ignore_index}
+
+    Takes `(logits [B, L, V], labels [B, L])`; positions labelled `ignore_index` (-100) do not count.
+    """
+
+    def __init__(self, ignore_index: int = -100, label_smoothing: float = 0.0):
+        super().__init__()
+        self.ignore_index, self.label_smoothing = ignore_index, label_smoothing
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float().flatten(0, -2), labels.flatten(), ignore_index=self.ignore_index,
+                               label_smoothing=self.label_smoothing)

@@ -77,3 +77,14 @@ def test_cosine_mse_matches_the_posts_formula_on_binary_labels():
     assert CosineMSELoss(label_max=1.0)(u, v, t).item() == pytest.approx(expected.item(), rel=1e-6)
     graded = CosineMSELoss(label_max=5.0)(u, v, 5 * t)
     assert graded.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_token_cross_entropy_skips_ignored_positions():
+    from lit_models.losses import TokenCrossEntropy
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 5)
+    labels = torch.tensor([[1, -100, 4], [-100, -100, 0]])
+    picked = [(0, 0, 1), (0, 2, 4), (1, 2, 0)]
+    expected = -sum(torch.log_softmax(logits[b, t], -1)[y] for b, t, y in picked) / 3
+    assert TokenCrossEntropy()(logits, labels).item() == pytest.approx(expected.item(), rel=1e-6)

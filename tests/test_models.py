@@ -106,6 +106,7 @@ def test_pretrained_falls_back_to_the_local_folder_without_network(tmp_path, mon
 def test_pretrained_backbone_loads_e5_with_its_prefix(e5_dir):
     backbone = PretrainedBackbone(str(e5_dir), text_prefix="query: ")
     assert backbone.hidden_size == 384 and backbone.model.pooler is None
+    assert all(module.training for module in backbone.modules())     # dropout on while fine-tuning
     batch = backbone.tokenizer(["query: 今天天气很好"], return_tensors="pt")
     hidden = backbone(batch["input_ids"], batch["attention_mask"])
     assert len(hidden) == 13 and hidden[-1].shape == (1, batch["input_ids"].shape[1], 384)
