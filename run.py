@@ -32,11 +32,11 @@ def train(cfg: DictConfig, results: dict) -> None:
     from hub.config import check_config, flatten, instantiate_with
     from hub.results import best_checkpoint, metrics_of
 
-    check_config(results["choices"])
+    check_config(results["choices"], cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     datamodule.require(needed_splits(cfg))
-    backbone = instantiate(cfg.backbone)
+    backbone = instantiate_with(cfg.backbone, attention=cfg.get("attention"))
     datamodule.set_tokenizer(backbone.tokenizer, backbone.text_prefix)
     model = instantiate(cfg.task, backbone=backbone, loss=instantiate_with(cfg.loss, hidden_size=backbone.hidden_size),
                         optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.scheduler),

@@ -9,16 +9,22 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-AXES = ("task", "data", "backbone", "loss", "optimizer", "scheduler", "init", "trainer", "experiment")
+AXES = ("task", "data", "backbone", "loss", "optimizer", "scheduler", "init", "attention", "trainer",
+        "experiment")
 
-# Which `loss=` choices each `task=` can train with. One table, read by check_config.
+# What each `task=` works with; a task missing from a table takes any choice of that group.
 TASK_LOSSES = {
     "bi_encoder": ("cosent", "sbert", "cosine_mse"),
+    "masked_lm": ("lm",),
+    "dialogue_lm": ("lm",),
 }
-# Which `data=` choices each `task=` can read.
 TASK_DATA = {
     "bi_encoder": ("stsb_sample", "stsb", "atec", "bq", "lcqmc", "pawsx"),
+    "masked_lm": ("corpus",),
+    "dialogue_lm": ("lccc", "lccc_toy"),
 }
+SCRATCH_BACKBONES = ("scratch_tiny", "scratch_small", "scratch_base")
+TASKS_NEEDING_SCRATCH = ("masked_lm", "dialogue_lm")
 
 
 class ConfigError(ValueError):
@@ -44,14 +50,26 @@ def axis_choices() -> dict[str, str]:
     return {axis: choices[axis] for axis in AXES if choices.get(axis) is not None}
 
 
-def check_config(choices: dict[str, str]) -> None:
+def check_config(choices: dict[str, str], cfg: DictConfig | None = None) -> None:
     """Fail with the clashing keys and what would work, before any model or data is loaded."""
-    task = choices.get("task")
+    task, backbone = choices.get("task"), choices.get("backbone")
     for group, table in (("loss", TASK_LOSSES), ("data", TASK_DATA)):
         allowed = table.get(task)
         if allowed is not None and choices.get(group) not in allowed:
             raise ConfigError(f"{group}={choices.get(group)} does not work with task={task}: "
                               f"task={task} takes {group}={'|'.join(allowed)}")
+    scratch = backbone in SCRATCH_BACKBONES
+    if task in TASKS_NEEDING_SCRATCH and not scratch:
+        raise ConfigError(f"task={task} does not work with backbone={backbone}: it needs a from-scratch "
+                          f"backbone={'|'.join(SCRATCH_BACKBONES)}")
+    if choices.get("attention", "softmax") != "softmax" and not scratch:
+        raise ConfigError(f"attention={choices['attention']} does not work with backbone={backbone}: a pretrained "
+                          f"checkpoint fixes its attention; use backbone={'|'.join(SCRATCH_BACKBONES)} "
+                          f"or attention=softmax")
+    if choices.get("init") == "deepnorm" and (cfg is None or cfg.backbone.get("norm") != "deepnorm"):
+        raise ConfigError(f"init=deepnorm needs backbone.norm=deepnorm (got backbone.norm="
+                          f"{None if cfg is None else cfg.backbone.get('norm')}): DeepNorm's init gain β is derived "
+                          f"for its residual scale α; use another init or add backbone.norm=deepnorm")
 
 
 def config_hash(cfg: DictConfig) -> str:

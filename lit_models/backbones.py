@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lit_models.nn.attention import AttentionConfig
 from lit_models.nn.transformer import TransformerConfig, TransformerEncoder
 
 log = logging.getLogger(__name__)
@@ -22,12 +23,14 @@ VOCAB_DIR = Path(__file__).resolve().parent / "vocab"
 class ScratchBackbone(nn.Module):
     """Our own Transformer encoder (lit_models/nn) over a shipped WordPiece vocabulary (bert-base-chinese).
 
+    `attention` comes from the `attention=` group; the other architecture keys (norm, position, activation,
+    sizes, ...) from the backbone's YAML, see lit_models/nn/transformer.py.
     `checkpoint`: a file saved by task=masked_lm (`backbone.pt`); its weights replace the init, and the
     architecture keys must match the ones it was pretrained with.
     """
 
     def __init__(self, vocab: str = "bert-base-chinese", text_prefix: str = "", finetune_lr: float = 1e-3,
-                 checkpoint: str | None = None, **transformer):
+                 checkpoint: str | None = None, attention: dict | None = None, **transformer):
         super().__init__()
         from transformers import BertTokenizer
 
@@ -39,7 +42,8 @@ class ScratchBackbone(nn.Module):
                                f"vocab.txt has {expected}")
         self.text_prefix, self.finetune_lr = text_prefix, finetune_lr
         self.encoder = TransformerEncoder(TransformerConfig(
-            vocab_size=len(self.tokenizer), pad_token_id=self.tokenizer.pad_token_id, **transformer))
+            vocab_size=len(self.tokenizer), pad_token_id=self.tokenizer.pad_token_id,
+            attention=AttentionConfig(**(attention or {})), **transformer))
         self.hidden_size = self.encoder.cfg.hidden_size
         self.from_scratch = checkpoint is None
         if checkpoint is not None:

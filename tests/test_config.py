@@ -7,8 +7,8 @@ from omegaconf import OmegaConf
 from hub.config import PROJECT_ROOT, ConfigError, check_config
 from tests.conftest import CONF_DIR, compose_config
 
-GROUPS = ["task", "data", "backbone", "loss", "optimizer", "scheduler", "init", "trainer", "logger", "callbacks",
-          "paths", "hydra", "experiment", "debug"]
+GROUPS = ["task", "data", "backbone", "loss", "optimizer", "scheduler", "init", "attention", "trainer", "logger",
+          "callbacks", "paths", "hydra", "experiment", "debug"]
 
 
 def choices(group):
@@ -56,3 +56,24 @@ def test_a_clashing_combination_names_both_keys_and_the_valid_choices():
     with pytest.raises(ConfigError, match=r"data=afqmc does not work with task=bi_encoder"):
         check_config({"task": "bi_encoder", "loss": "cosent", "data": "afqmc"})
     check_config({"task": "bi_encoder", "loss": "sbert", "data": "bq"})
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["backbone=pretrained", "attention=gau"], r"attention=gau does not work with backbone=pretrained"),
+    (["init=deepnorm"], r"init=deepnorm needs backbone.norm=deepnorm \(got backbone.norm=post\)"),
+    (["task=masked_lm", "loss=lm", "data=corpus", "backbone=pretrained"],
+     r"task=masked_lm does not work with backbone=pretrained"),
+])
+def test_clashes_between_axes_fail_before_anything_loads(tmp_path, overrides, message):
+    from tests.conftest import results_of, run_cli
+
+    proc = run_cli(tmp_path, *overrides, "logger=none", check=False)
+    assert proc.returncode != 0
+    assert __import__("re").search(message, proc.stderr), proc.stderr[-2000:]
+    [results] = results_of(tmp_path)
+    assert results["status"] == "failed" and "ConfigError" in results["error"]
+
+
+def test_deepnorm_with_its_norm_passes_the_check():
+    check_config({"task": "bi_encoder", "loss": "cosent", "data": "stsb", "init": "deepnorm"},
+                 compose_config("init=deepnorm", "backbone.norm=deepnorm"))

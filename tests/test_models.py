@@ -69,7 +69,7 @@ def test_task_initializes_new_heads_and_scratch_backbones_only(scratch):
     nn.init.constant_(head.classifier.weight, 1.0)
     bi_encoder(scratch, head)
     assert head.classifier.weight.std().item() == pytest.approx(math.sqrt(2 / (96 + 2)), rel=0.2)
-    assert scratch.encoder.blocks[0].ffn.up.weight.std().item() == pytest.approx(math.sqrt(2 / (32 + 64)), rel=0.1)
+    assert scratch.encoder.blocks[0].sublayers[1].up.weight.std().item() == pytest.approx(math.sqrt(2 / (32 + 64)), rel=0.1)
 
 
 def test_biases_and_norms_get_no_weight_decay(scratch):

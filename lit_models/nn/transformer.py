@@ -1,16 +1,41 @@
-"""A from-scratch BERT-style Transformer encoder, small enough to read in one sitting.
+"""A from-scratch Transformer encoder (a decoder when run with causal=True), small enough to read in one sitting.
 
-Token + learned position embeddings → LayerNorm → N blocks of (self-attention, feed-forward), each
-sublayer wrapped Post-Norm `LN(x + F(x))` as in BERT, or Pre-Norm `x + F(LN(x))`. Attention goes through
-`F.scaled_dot_product_attention`. Weights are drawn by the `init` group (lit_models/init.py), not here.
+Token (+ position) (+ segment) embeddings → LayerNorm → N blocks. A block is attention + feed-forward, or
+two GAU layers (attention=gau). Each sublayer F is wrapped by the norm placement:
+
+    post:     x ← LN(x + F(x))            (BERT)
+    pre:      x ← x + F(LN(x))            (GPT-2; a final LN after the last block)
+    deepnorm: x ← LN(α·x + F(x))          (DeepNet, kexue.fm/archives/8978; init=deepnorm gives F's gain β)
+
+Weights are drawn by the `init` group (lit_models/init.py), not here.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from lit_models.nn.attention import ACTIVATIONS, ATTENTIONS, AttentionConfig, GatedAttentionUnit
+from lit_models.nn.positions import POSITIONS, sinusoidal_table
+
+NORMS = ("post", "pre", "deepnorm")
+
+# DeepNorm (α, β) for N blocks (2N sublayers): kexue.fm/archives/8978 derives them per optimizer;
+# "deepnet" is the DeepNet paper's choice for encoder-only and decoder-only models.
+DEEPNORM_RULES = {
+    "deepnet": lambda n: ((2 * n) ** 0.25, (8 * n) ** -0.25),
+    "adam": lambda n: ((2 * n) ** 0.5, (2 * n) ** -0.5),
+    "sgd": lambda n: ((2 * n) ** 0.25, (2 * n) ** -0.25),
+}
+
+
+def deepnorm_constants(num_layers: int, rule: str = "deepnet") -> tuple[float, float]:
+    """(α, β): residual scale α in LN(α·x + F(x)) and init gain β of F's value/output projections."""
+    if rule not in DEEPNORM_RULES:
+        raise ValueError(f"deepnorm rule must be one of {sorted(DEEPNORM_RULES)}, got {rule!r}")
+    return DEEPNORM_RULES[rule](num_layers)
 
 
 @dataclass
@@ -20,60 +45,76 @@ class TransformerConfig:
     num_layers: int = 2
     num_heads: int = 4
     ffn_size: int = 512
-    max_position: int = 512
+    max_position: int = 512        # learned/sinusoidal tables; RoPE and "none" have no length limit
     dropout: float = 0.1
-    norm: str = "post"            # post | pre
+    norm: str = "post"             # post | pre | deepnorm
+    deepnorm_rule: str = "deepnet"
+    position: str = "learned"      # rope | learned | sinusoidal | none
+    activation: str = "gelu"       # gelu | gelu_tanh | swish
+    qk_bias_only: bool = False     # biases on the query/key projections only (kexue.fm/archives/9577)
+    recompute: bool = False        # recompute each block in backward: less memory, ~25% more time (7367)
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
     pad_token_id: int = 0
     type_vocab_size: int = 2       # segment ids (sentence A/B, or the speaker of a dialogue turn)
     layer_norm_eps: float = 1e-12
 
     def __post_init__(self):
+        if isinstance(self.attention, dict):
+            self.attention = AttentionConfig(**self.attention)
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
-        if self.norm not in ("post", "pre"):
-            raise ValueError(f"norm must be 'post' or 'pre', got {self.norm!r}")
-
-
-class SelfAttention(nn.Module):
-    def __init__(self, cfg: TransformerConfig):
-        super().__init__()
-        self.num_heads, self.dropout = cfg.num_heads, cfg.dropout
-        self.qkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)
-        self.out = nn.Linear(cfg.hidden_size, cfg.hidden_size)
-
-    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        """x [B, L, d]; keep [B, 1, L or 1, L] True where query i may attend to key j."""
-        B, L, d = x.shape
-        q, k, v = self.qkv(x).view(B, L, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=self.dropout if self.training else 0.0)
-        return self.out(y.transpose(1, 2).reshape(B, L, d))
+        for key, value, allowed in (("norm", self.norm, NORMS), ("position", self.position, POSITIONS),
+                                    ("activation", self.activation, tuple(ACTIVATIONS))):
+            if value not in allowed:
+                raise ValueError(f"backbone.{key} must be one of {'|'.join(allowed)}, got {value!r}")
+        if self.norm == "deepnorm" and self.attention.kind == "gau":
+            raise ValueError("backbone.norm=deepnorm does not work with attention=gau (DeepNorm's gains are derived "
+                             "for attention + feed-forward sublayers); use norm=post or norm=pre with GAU")
+        deepnorm_constants(self.num_layers, self.deepnorm_rule)
 
 
 class FeedForward(nn.Module):
+    """Position-wise act(x W_1) W_2; the mask and causality do not concern it."""
+
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
-        self.up = nn.Linear(cfg.hidden_size, cfg.ffn_size)
-        self.down = nn.Linear(cfg.ffn_size, cfg.hidden_size)
+        bias = not cfg.qk_bias_only
+        self.up = nn.Linear(cfg.hidden_size, cfg.ffn_size, bias=bias)
+        self.down = nn.Linear(cfg.ffn_size, cfg.hidden_size, bias=bias)
+        self.up.init_role, self.down.init_role = "value", "residual_out"
+        self.act = ACTIVATIONS[cfg.activation]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(F.gelu(self.up(x)))
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor = None, causal: bool = False) -> torch.Tensor:
+        return self.down(self.act(self.up(x)))
+
+
+def token_mixer(cfg: TransformerConfig) -> nn.Module:
+    rope, bias = cfg.position == "rope", not cfg.qk_bias_only
+    if cfg.attention.kind == "gau":
+        return GatedAttentionUnit(cfg.hidden_size, cfg.attention, rope, cfg.dropout, cfg.activation, bias=bias)
+    return ATTENTIONS[cfg.attention.kind](cfg.hidden_size, cfg.num_heads, cfg.attention, rope, cfg.dropout,
+                                          qk_bias=True, bias=bias)
 
 
 class Block(nn.Module):
+    """Two residual sublayers: attention then feed-forward, or GAU then GAU."""
+
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
-        self.pre_norm = cfg.norm == "pre"
-        self.attention, self.ffn = SelfAttention(cfg), FeedForward(cfg)
-        self.norm1 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.norm2 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        second = token_mixer(cfg) if cfg.attention.kind == "gau" else FeedForward(cfg)
+        self.sublayers = nn.ModuleList([token_mixer(cfg), second])
+        self.norms = nn.ModuleList(nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps) for _ in range(2))
         self.drop = nn.Dropout(cfg.dropout)
+        self.placement = cfg.norm
+        self.alpha = deepnorm_constants(cfg.num_layers, cfg.deepnorm_rule)[0] if cfg.norm == "deepnorm" else 1.0
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        if self.pre_norm:
-            x = x + self.drop(self.attention(self.norm1(x), keep))
-            return x + self.drop(self.ffn(self.norm2(x)))
-        x = self.norm1(x + self.drop(self.attention(x, keep)))
-        return self.norm2(x + self.drop(self.ffn(x)))
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor, causal: bool) -> torch.Tensor:
+        for sublayer, norm in zip(self.sublayers, self.norms):
+            if self.placement == "pre":
+                x = x + self.drop(sublayer(norm(x), key_mask, causal))
+            else:
+                x = norm(self.alpha * x + self.drop(sublayer(x, key_mask, causal)))
+        return x
 
 
 class TransformerEncoder(nn.Module):
@@ -81,29 +122,42 @@ class TransformerEncoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.token_embedding = nn.Embedding(cfg.vocab_size, cfg.hidden_size, padding_idx=cfg.pad_token_id)
-        self.position_embedding = nn.Embedding(cfg.max_position, cfg.hidden_size)
+        self.position_embedding = nn.Embedding(cfg.max_position, cfg.hidden_size) if cfg.position == "learned" else None
+        if cfg.position == "sinusoidal":
+            self.register_buffer("sinusoids", sinusoidal_table(cfg.max_position, cfg.hidden_size), persistent=False)
         self.type_embedding = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
         self.embedding_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.final_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps) if cfg.norm == "pre" else nn.Identity()
 
+    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        L = input_ids.shape[1]
+        if L > self.cfg.max_position and self.cfg.position in ("learned", "sinusoidal"):
+            raise ValueError(f"input of length {L} exceeds backbone.max_position={self.cfg.max_position} "
+                             f"of position={self.cfg.position}; RoPE or none have no limit")
+        x = self.token_embedding(input_ids)
+        if self.position_embedding is not None:
+            x = x + self.position_embedding(torch.arange(L, device=input_ids.device))
+        elif self.cfg.position == "sinusoidal":
+            x = x + self.sinusoids[:L].to(x.dtype)
+        if token_type_ids is not None:
+            x = x + self.type_embedding(token_type_ids)
+        else:
+            x = x + self.type_embedding.weight[0]
+        return self.drop(self.embedding_norm(x))
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 causal: bool = False) -> list[torch.Tensor]:
-        """Hidden states of the embedding layer and of every block, each [B, L, d] (the last one normed).
+        """Hidden states of the embedding layer and of every block, each [B, L, d] (the last one final-normed).
 
         causal: position i attends only to positions ≤ i (a decoder / language model)."""
-        L = input_ids.shape[1]
-        positions = torch.arange(L, device=input_ids.device)
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        x = self.token_embedding(input_ids) + self.position_embedding(positions) + self.type_embedding(token_type_ids)
-        x = self.drop(self.embedding_norm(x))
-        keep = attention_mask.bool()[:, None, None, :]
-        if causal:
-            keep = keep & torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
-        hidden = [x]
+        key_mask = attention_mask.bool()
+        hidden = [self.embed(input_ids, token_type_ids)]
         for block in self.blocks:
-            hidden.append(block(hidden[-1], keep))
+            if self.cfg.recompute and self.training:
+                hidden.append(checkpoint(block, hidden[-1], key_mask, causal, use_reentrant=False))
+            else:
+                hidden.append(block(hidden[-1], key_mask, causal))
         hidden[-1] = self.final_norm(hidden[-1])
         return hidden

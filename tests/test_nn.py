@@ -1,0 +1,219 @@
+"""The from-scratch Transformer against naive references written out here."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lit_models.init import deepnorm, geometric, initialize, lecun, scaled_residual
+from lit_models.nn.attention import ATTENTIONS, AttentionConfig, GatedAttentionUnit
+from lit_models.nn.positions import RotaryEmbedding
+from lit_models.nn.transformer import Block, TransformerConfig, TransformerEncoder, deepnorm_constants
+
+KINDS = ["softmax", "softmax_logn", "local", "linear", "gau"]
+torch.manual_seed(0)
+
+
+def naive_visible(key_mask, causal, window=None):
+    B, L = key_mask.shape
+    keep = torch.zeros(B, L, L, dtype=torch.bool)
+    for b in range(B):
+        for i in range(L):
+            for j in range(L):
+                ok = bool(key_mask[b, j]) and (not causal or j <= i) and (window is None or abs(i - j) < window)
+                keep[b, i, j] = ok or i == j
+    return keep
+
+
+def naive_multihead(module, x, key_mask, causal, kind):
+    """Per head, per query: explicit scores over the visible keys, then the mixing rule of `kind`."""
+    B, L, d = x.shape
+    H = module.num_heads
+    q, k, v = (module.heads(p(x)) for p in (module.query, module.key, module.value))
+    keep = naive_visible(key_mask, causal, module.cfg.window if kind == "local" else None)
+    out = torch.zeros(B, H, L, d // H, dtype=x.dtype)
+    for b in range(B):
+        for h in range(H):
+            for i in range(L):
+                js = keep[b, i].nonzero().flatten()
+                if kind == "linear":
+                    phi_q, phi_k = F.elu(q[b, h, i]) + 1, F.elu(k[b, h, js]) + 1
+                    weights = phi_k @ phi_q
+                    out[b, h, i] = weights @ v[b, h, js] / weights.sum()
+                    continue
+                scores = k[b, h, js] @ q[b, h, i] / math.sqrt(d // H)
+                if kind == "softmax_logn":
+                    scores = scores * math.log(len(js)) / math.log(module.cfg.train_length)
+                out[b, h, i] = scores.softmax(0) @ v[b, h, js]
+    return module.out(out.transpose(1, 2).reshape(B, L, d))
+
+
+def naive_gau(module, x, key_mask, causal):
+    u, v, z = torch.split(F.silu(module.uvz(x)), [module.e, module.e, module.s], dim=-1)
+    q, k = z * module.gamma[0] + module.beta[0], z * module.gamma[1] + module.beta[1]
+    keep = naive_visible(key_mask, causal)
+    out = torch.zeros_like(u)
+    for b in range(x.shape[0]):
+        for i in range(x.shape[1]):
+            js = keep[b, i].nonzero().flatten()
+            qk = k[b, js] @ q[b, i]
+            if module.cfg.normalization == "relu2":
+                weights = F.relu(qk).square() / (len(js) * module.s)
+            else:
+                weights = (qk / math.sqrt(module.s) * math.log(len(js)) / math.log(512)).softmax(0)
+            out[b, i] = weights @ v[b, js]
+    return module.out(u * out)
+
+
+@pytest.fixture
+def inputs():
+    x = torch.randn(2, 7, 16, dtype=torch.float64)
+    key_mask = torch.tensor([[1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0, 0]], dtype=torch.bool)
+    return x, key_mask
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("kind", ["softmax", "softmax_logn", "local", "linear"])
+def test_multihead_variants_match_the_naive_formula(kind, causal, inputs):
+    x, key_mask = inputs
+    module = ATTENTIONS[kind](16, 4, AttentionConfig(kind=kind, window=3, train_length=4), rope=False, dropout=0.0).double()
+    got, expected = module(x, key_mask, causal), naive_multihead(module, x, key_mask, causal, kind)
+    valid = key_mask[:, :, None].expand_as(got)
+    assert torch.allclose(got[valid], expected[valid], atol=1e-10)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("normalization", ["relu2", "softmax_plus"])
+def test_gau_matches_the_naive_formula(normalization, causal, inputs):
+    x, key_mask = inputs
+    cfg = AttentionConfig(kind="gau", key_size=8, expansion=2, normalization=normalization)
+    module = GatedAttentionUnit(16, cfg, rope=False, dropout=0.0).double()
+    nn.init.normal_(module.gamma, std=1.0)                  # make the scores non-trivial
+    got, expected = module(x, key_mask, causal), naive_gau(module, x, key_mask, causal)
+    valid = key_mask[:, :, None].expand_as(got)
+    assert torch.allclose(got[valid], expected[valid], atol=1e-10)
+
+
+def encoder(kind, position="rope", **overrides):
+    cfg = TransformerConfig(vocab_size=50, hidden_size=16, num_layers=2, num_heads=2, ffn_size=32, dropout=0.0,
+                            position=position, attention=AttentionConfig(kind=kind, key_size=8, window=3),
+                            max_position=64, **overrides)
+    return TransformerEncoder(cfg).eval()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_causal_masks_leak_no_future_token(kind):
+    model = encoder(kind)
+    for module in model.modules():
+        if isinstance(module, GatedAttentionUnit):       # GAU starts near identity (kexue 8990): wake it up
+            nn.init.normal_(module.gamma, std=1.0)
+    ids = torch.randint(1, 50, (1, 9))
+    perturbed = ids.clone()
+    perturbed[0, 6] = (ids[0, 6] % 49) + 1
+    mask = torch.ones_like(ids)
+    a, b = model(ids, mask, causal=True)[-1], model(perturbed, mask, causal=True)[-1]
+    assert torch.equal(a[0, :6], b[0, :6]) and not torch.allclose(a[0, 6:], b[0, 6:], atol=1e-6)
+    a, b = model(ids, mask, causal=False)[-1], model(perturbed, mask, causal=False)[-1]
+    assert not torch.equal(a[0, :6], b[0, :6])          # without the mask the change does reach the past
+
+
+def test_rope_scores_depend_on_relative_position_only():
+    rope = RotaryEmbedding(8)
+    q, k = torch.randn(8, dtype=torch.float64), torch.randn(8, dtype=torch.float64)
+    seq_q, seq_k = q.expand(40, 8), k.expand(40, 8)
+    rq, rk = rope(seq_q), rope(seq_k)
+    assert torch.allclose(rq[5] @ rk[2], rq[30] @ rk[27], atol=1e-9)
+    assert torch.allclose(rq[3] @ rk[3], q @ k, atol=1e-9)
+    assert not torch.allclose(rq[5] @ rk[2], rq[5] @ rk[4], atol=1e-6)
+
+
+def test_local_attention_with_rope_runs_past_the_training_length():
+    model = encoder("local", position="rope")
+    long = torch.randint(1, 50, (2, 200))                    # max_position is 64
+    hidden = model(long, torch.ones_like(long))
+    assert hidden[-1].shape == (2, 200, 16) and torch.isfinite(hidden[-1]).all()
+    with pytest.raises(ValueError, match="exceeds backbone.max_position=64 of position=learned"):
+        encoder("local", position="learned")(long, torch.ones_like(long))
+
+
+def test_deepnorm_constants():
+    assert deepnorm_constants(48) == pytest.approx((96 ** 0.25, 384 ** -0.25))       # DeepNet
+    assert deepnorm_constants(6, "adam") == pytest.approx((12 ** 0.5, 12 ** -0.5))  # kexue 8978, Adam
+    with pytest.raises(ValueError, match="deepnorm rule"):
+        deepnorm_constants(6, "lamb")
+
+
+def test_deepnorm_residual_is_layernorm_of_alpha_x_plus_f():
+    cfg = TransformerConfig(vocab_size=10, hidden_size=8, num_layers=6, num_heads=2, ffn_size=16, dropout=0.0,
+                            norm="deepnorm")
+    block = Block(cfg).eval()
+    fixed = torch.randn(1, 3, 8)
+    block.sublayers[0].forward = lambda x, key_mask, causal: fixed
+    block.sublayers[1].forward = lambda x, key_mask, causal: torch.zeros_like(x)
+    x = torch.randn(1, 3, 8)
+    alpha = 12 ** 0.25
+    expected = F.layer_norm(F.layer_norm(alpha * x + fixed, (8,), eps=1e-12) * alpha, (8,), eps=1e-12)
+    assert torch.allclose(block(x, torch.ones(1, 3, dtype=torch.bool), False), expected, atol=1e-5)
+
+
+def test_deepnorm_and_gau_clash_names_both_keys():
+    with pytest.raises(ValueError, match="backbone.norm=deepnorm does not work with attention=gau"):
+        TransformerConfig(vocab_size=10, norm="deepnorm", attention=AttentionConfig(kind="gau"))
+
+
+@pytest.mark.parametrize("scheme, role, expected_std", [
+    (lecun, "other", math.sqrt(1 / 1024)),
+    (geometric, "other", (1024 * 512) ** -0.25),
+    (lambda w, r: deepnorm(w, r, num_layers=48), "value", 384 ** -0.25 * math.sqrt(2 / 1536)),
+    (lambda w, r: deepnorm(w, r, num_layers=48), "query_key", math.sqrt(2 / 1536)),
+    (lambda w, r: scaled_residual(w, r, num_layers=12), "residual_out", 0.02 / math.sqrt(24)),
+    (lambda w, r: scaled_residual(w, r, num_layers=12), "value", 0.02),
+])
+def test_init_scheme_std_matches_its_formula(scheme, role, expected_std):
+    layer = nn.Linear(1024, 512)
+    layer.init_role = role
+    initialize(layer, scheme)
+    assert layer.weight.std().item() == pytest.approx(expected_std, rel=0.05)
+
+
+def test_init_roles_reach_the_right_projections():
+    model = encoder("softmax", position="learned")
+    initialize(model, lambda w, r: deepnorm(w, r, num_layers=2))
+    attention, ffn = model.blocks[0].sublayers
+    beta = deepnorm_constants(2)[1]
+    assert attention.value.weight.std().item() == pytest.approx(beta * math.sqrt(2 / 32), rel=0.25)
+    assert attention.query.weight.std().item() == pytest.approx(math.sqrt(2 / 32), rel=0.25)
+    assert (ffn.up.init_role, ffn.down.init_role, attention.out.init_role) == ("value", "residual_out", "residual_out")
+
+
+def test_qk_bias_only_removes_every_other_bias():
+    model = encoder("softmax", qk_bias_only=True)
+    attention, ffn = model.blocks[0].sublayers
+    assert attention.query.bias is not None and attention.key.bias is not None
+    assert attention.value.bias is None and attention.out.bias is None and ffn.up.bias is None
+
+
+@pytest.mark.parametrize("kind", ["softmax", "gau"])
+def test_recompute_gives_the_same_gradients(kind):
+    torch.manual_seed(0)
+    plain = encoder(kind).train()
+    recomputed = encoder(kind, recompute=True).train()
+    recomputed.load_state_dict(plain.state_dict())
+    ids = torch.randint(1, 50, (2, 10))
+    grads = []
+    for model in (plain, recomputed):
+        model(ids, torch.ones_like(ids))[-1].square().mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("position", ["rope", "learned", "sinusoidal", "none"])
+@pytest.mark.parametrize("norm", ["post", "pre", "deepnorm"])
+def test_every_norm_and_position_runs_and_pads_cleanly(norm, position):
+    model = encoder("softmax", position=position, norm=norm)
+    alone = torch.tensor([[5, 6, 7]])
+    padded = torch.tensor([[5, 6, 7, 0, 0], [8, 9, 10, 11, 12]])
+    h_alone = model(alone, torch.ones_like(alone))[-1]
+    h_padded = model(padded, (padded != 0).long())[-1]
+    assert torch.allclose(h_alone[0], h_padded[0, :3], atol=1e-5)
