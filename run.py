@@ -50,6 +50,7 @@ def train(cfg: DictConfig, results: dict) -> None:
     if cfg.train:
         trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         results["best"] = best_checkpoint(trainer)
+        results["steps"] = trainer.global_step
         results["final_validation"] = metrics_of([{k: v for k, v in trainer.callback_metrics.items()
                                                    if k.startswith("val/")}])
     if cfg.test:
@@ -57,6 +58,32 @@ def train(cfg: DictConfig, results: dict) -> None:
         results["test"] = metrics_of(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt))
     if "throughput" in callbacks:
         results["throughput"] = callbacks["throughput"].summary()
+
+
+def generate(cfg: DictConfig) -> str:
+    """Load `ckpt_path` of a task that can `respond` (task=dialogue_lm) and reply to `prompt`."""
+    import torch
+    from hydra.utils import get_class, instantiate
+    from omegaconf import OmegaConf
+
+    from hub.config import ConfigError, axis_choices, check_config, instantiate_with
+
+    check_config(axis_choices(), cfg)
+    task = get_class(cfg.task._target_)
+    if not hasattr(task, "respond"):
+        raise ConfigError(f"mode=generate does not work with task={axis_choices().get('task')}: use task=dialogue_lm")
+    if not cfg.ckpt_path or cfg.prompt is None:
+        raise ConfigError("mode=generate needs ckpt_path=<a checkpoint of that task> and prompt=<turn or [turns]>")
+    backbone = instantiate_with(cfg.backbone, attention=cfg.get("attention"))
+    model = task.load_from_checkpoint(
+        cfg.ckpt_path, map_location="cpu", backbone=backbone, optimizer=instantiate(cfg.optimizer),
+        loss=instantiate_with(cfg.loss, hidden_size=backbone.hidden_size), scheduler=instantiate(cfg.scheduler),
+        init=instantiate(cfg.init)).eval()
+    history = [cfg.prompt] if isinstance(cfg.prompt, str) else [str(turn) for turn in cfg.prompt]
+    reply = model.respond(history, generator=torch.Generator().manual_seed(cfg.seed),
+                          **OmegaConf.to_container(cfg.task.decoding))
+    print(reply)
+    return reply
 
 
 def finish(results: dict, started: float) -> None:
@@ -80,6 +107,11 @@ def finish(results: dict, started: float) -> None:
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    if cfg.mode not in ("train", "generate"):
+        raise ValueError(f"mode must be train or generate, got {cfg.mode!r}")
+    if cfg.mode == "generate":
+        generate(cfg)
+        return None
     from hydra.core.hydra_config import HydraConfig
 
     from hub.config import axis_choices, config_hash

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Masked-LM pretraining of backbone=scratch_small on data=corpus, one swept axis at a time, on a GPU.
+# Runs of one comparison see the same token budget: the same corpus, batches and number of steps.
+#
+#   bash benchmarks/mlm_axes.sh attention SECONDS   softmax trains for SECONDS; gau, linear, local for its steps
+#   bash benchmarks/mlm_axes.sh optimizer STEPS     lion and tiger (adamw is the attention run's softmax)
+#   bash benchmarks/mlm_axes.sh depth STEPS         48 post-norm layers: init=bert vs norm=deepnorm init=deepnorm,
+#                                                   no warmup, the same lr (kexue.fm/archives/8978)
+#   bash benchmarks/mlm_axes.sh finetune CKPT ATTENTION   CoSENT on STS-B zh from backbone.pt vs from scratch
+#
+# Extra arguments are Hydra overrides for every run. Prints benchmarks/table.py's table.
+set -euo pipefail
+what=$1; arg=$2; shift 2
+root=${BENCH_DIR:-outputs/benchmarks}/mlm
+out=$root/$what
+mlm=(task=masked_lm data=corpus loss=lm backbone=scratch_small trainer=gpu logger=csv data.max_sentences=200000
+     backbone.finetune_lr=1e-3 trainer.max_epochs=1000 trainer.check_val_every_n_epoch=null)
+case $what in
+  attention)
+    python run.py "${mlm[@]}" attention=softmax trainer.val_check_interval=250 \
+        "trainer.max_time=00:00:00:$arg" hydra.run.dir="$out/softmax" "$@"
+    steps=$(python -c "import json; print(json.load(open('$out/softmax/results.json'))['steps'])")
+    python run.py -m "${mlm[@]}" attention=gau,linear,local trainer.val_check_interval=250 trainer.max_steps="$steps" \
+        trainer.max_time=00:00:04:00 hydra.sweep.dir="$out/others" "$@"
+    python benchmarks/table.py "$out" ;;
+  optimizer)
+    python run.py -m "${mlm[@]}" attention=softmax optimizer=lion,tiger trainer.val_check_interval=250 \
+        trainer.max_steps="$arg" hydra.sweep.dir="$out" "$@"
+    python benchmarks/table.py "$out" "$root/attention/softmax" ;;
+  depth)
+    common=("${mlm[@]}" backbone.num_layers=48 scheduler=constant trainer.max_steps="$arg" trainer.val_check_interval=100)
+    python run.py "${common[@]}" init=bert hydra.run.dir="$out/post_bert" "$@" || true
+    python run.py "${common[@]}" backbone.norm=deepnorm init=deepnorm hydra.run.dir="$out/deepnorm" "$@" || true
+    python benchmarks/table.py "$out" ;;
+  finetune)
+    attention=$1; shift
+    ft=(data=stsb loss=cosent backbone=scratch_small attention="$attention" trainer=gpu logger=csv trainer.max_epochs=5)
+    python run.py "${ft[@]}" backbone.checkpoint="$arg" hydra.run.dir="$out/pretrained" "$@"
+    python run.py "${ft[@]}" hydra.run.dir="$out/from_scratch" "$@"
+    python benchmarks/table.py "$out" ;;
+  *) echo "usage: $0 attention|optimizer|depth|finetune ..." >&2; exit 2 ;;
+esac

@@ -1,0 +1,273 @@
+"""LCCC (Large-scale Cleaned Chinese Conversation, github.com/thu-coai/CDial-GPT) as DialoGPT samples.
+
+The files are JSON: a list of dialogues, each a list of at least two utterances, character-tokenized with
+spaces (`"我 最 近 天 天 吃 火 锅"`). CDial-GPT's toy_data.json is an object {"train", "valid", "test"} of
+such lists, named in the config as `toy_data.json#valid`.
+
+One sample is one whole dialogue, as in kexue.fm/archives/7718 ("动手做个DialoGPT"): the turns joined
+by [SEP] after a leading [CLS], each turn's segment id alternating 0/1 by speaker, and every turn
+predicted by a left-to-right language model:
+
+    input_ids       [CLS] u₁ … [SEP] v₁ … [SEP] w₁ … [SEP]
+    token_type_ids    0   0  …   0    1  …   1    0  …   0
+    labels          -100  u₁ …  SEP   v₁ …  SEP   w₁ …  SEP
+
+`labels` are aligned with `input_ids` (labels[t] = input_ids[t] where token t is a target, -100 elsewhere);
+the model shifts them, so position t is trained to predict token t + 1. Each turn's closing [SEP] is a
+target too: it is the end-of-turn token at which generation stops. The post's model predicts the whole
+dialogue, the first turn included (bojone/nezha_gpt_dialog masks only padding), and so do we by default;
+`predict_first_turn=false` trains on replies only, the first turn being context.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.files import DataFormatError, MissingSplitError, candidates, file_digest, find_file, open_text
+from datamodules.sts import SPLITS_OF_STAGE
+from datamodules.tokenized import cached_token_ids, tokenize
+
+IGNORE_INDEX = -100
+LATIN_WORD = re.compile(r"[A-Za-z0-9]{2,}")
+
+
+def join_characters(text: str) -> str:
+    """Undo LCCC's character tokenization: drop the spaces between tokens.
+
+    "我 最 近 吃 了 3 1 个" → "我最近吃了31个". LCCC separates every character, Latin letters included
+    ("伤 心 p l u s" → "伤心plus"), so the spaces between Latin words of the original text are not
+    recoverable. A space is kept only between two tokens that are both Latin words of two or more letters
+    or digits, which text that was never character-tokenized (or a WordPiece decode, "hello world")
+    still has.
+    """
+    tokens = text.split()
+    out = tokens[:1]
+    for previous, token in zip(tokens, tokens[1:]):
+        if LATIN_WORD.fullmatch(previous) and LATIN_WORD.fullmatch(token):
+            out.append(" ")
+        out.append(token)
+    return "".join(out)
+
+
+def read_dialogues(path: Path, key: str | None = None) -> list[list[str]]:
+    """The dialogues of `path` with their characters joined: the JSON list, or entry `key` of a JSON object.
+
+    Raises DataFormatError naming the file (and line for invalid JSON, the 0-based index for a dialogue
+    that is not a list of at least two non-empty strings)."""
+    with open_text(path) as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as error:
+            raise DataFormatError(f"{path}:{error.lineno}: invalid JSON: {error.msg}") from None
+    where = str(path)
+    if isinstance(data, dict):
+        if key not in data:
+            raise DataFormatError(f"{path}: a JSON object of {sorted(data)}; name one as {path.name}#<key>"
+                                  + (f", not #{key}" if key else ""))
+        data, where = data[key], f"{path} [{key!r}]"
+    elif key is not None:
+        raise DataFormatError(f"{path}: #{key} given, but the file holds a {type(data).__name__}, not a JSON object")
+    if not isinstance(data, list):
+        raise DataFormatError(f"{where}: expected a JSON list of dialogues, got {type(data).__name__}")
+    dialogues = []
+    for index, dialogue in enumerate(data):
+        if not (isinstance(dialogue, list) and len(dialogue) >= 2
+                and all(isinstance(turn, str) and turn.strip() for turn in dialogue)):
+            raise DataFormatError(f"{where}: dialogue {index} (0-based): expected a list of at least 2 non-empty "
+                                  f"strings, got {json.dumps(dialogue, ensure_ascii=False)[:120]}")
+        dialogues.append([join_characters(turn) for turn in dialogue])
+    return dialogues
+
+
+def build_sample(turns: list[list[int]], cls_id: int, sep_id: int, max_length: int, keep_turns: int = 2,
+                 predict_first_turn: bool = True) -> dict[str, list[int]]:
+    """input_ids, token_type_ids and labels of a dialogue (layout in the module docstring).
+
+    `turns`: each turn's token ids, without special tokens. When [CLS] + the turns with their [SEP]
+    exceed `max_length`, whole leading turns are dropped first, keeping at least the last `keep_turns`;
+    if those are still too long, the longest turn loses its last token, repeatedly (longest-first
+    truncation; every kept turn keeps its [SEP]). Segment ids count from the first turn kept: turn i of
+    the sample has segment i mod 2.
+    """
+    turns = list(turns)
+    while 1 + sum(len(t) + 1 for t in turns) > max_length and len(turns) > keep_turns:
+        turns.pop(0)
+    excess = 1 + sum(len(t) + 1 for t in turns) - max_length
+    while excess > 0:
+        longest = max(range(len(turns)), key=lambda i: len(turns[i]))
+        if not turns[longest]:
+            raise ValueError(f"max_length={max_length} cannot hold [CLS] and {len(turns)} turns with their [SEP]")
+        turns[longest] = turns[longest][:-1]
+        excess -= 1
+    input_ids, token_type_ids, labels = [cls_id], [0], [IGNORE_INDEX]
+    for i, turn in enumerate(turns):
+        ids = turn + [sep_id]
+        input_ids += ids
+        token_type_ids += [i % 2] * len(ids)
+        labels += ids if i > 0 or predict_first_turn else [IGNORE_INDEX] * len(ids)
+    return {"input_ids": input_ids, "token_type_ids": token_type_ids, "labels": labels}
+
+
+def turn_contents(token_ids: list[list[int]]) -> list[list[int]]:
+    """Each turn tokenized on its own ([CLS] … [SEP], cut to max_length) without its [CLS] and [SEP]."""
+    return [ids[1:-1] for ids in token_ids]
+
+
+def prompt_of(turns: list[list[int]], cls_id: int, sep_id: int, max_length: int) -> tuple[list[int], list[int], int]:
+    """The context a reply is generated from: [CLS] h₁ [SEP] … hₙ [SEP], built like a training sample
+    (leading turns dropped to fit `max_length`, keeping at least the last one).
+
+    `turns`: token ids of each turn without special tokens. Returns input_ids, token_type_ids and the
+    segment id of the reply, the speaker after the last turn kept."""
+    sample = build_sample(turns, cls_id, sep_id, max_length, keep_turns=1)
+    reply_segment = 1 - sample["token_type_ids"][-1] if turns else 0
+    return sample["input_ids"], sample["token_type_ids"], reply_segment
+
+
+def encode_prompt(tokenizer, history: list[str], max_length: int,
+                  text_prefix: str = "") -> tuple[list[int], list[int], int]:
+    """prompt_of the texts of `history`, normalized and tokenized as the training dialogues."""
+    texts = [join_characters(text) for text in history]
+    turns = turn_contents(tokenize(tokenizer, texts, max_length, text_prefix))
+    return prompt_of(turns, tokenizer.cls_token_id, tokenizer.sep_token_id, max_length)
+
+
+def split_turns(input_ids: list[int], sep_id: int) -> list[list[int]]:
+    """[CLS] a … [SEP] b … [SEP] → [[a …], [b …]]: the turns of an encoded dialogue."""
+    turns, current = [], []
+    for token in input_ids[1:]:
+        if token == sep_id:
+            turns.append(current)
+            current = []
+        else:
+            current.append(token)
+    return turns
+
+
+class DialogueSamples(Dataset):
+    def __init__(self, samples: list[dict[str, list[int]]]):
+        self.samples = samples
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        return self.samples[i]
+
+
+def pad_samples(samples: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest sample: input_ids with `pad_id`, token_type_ids with 0, labels with -100."""
+    length = max(len(s["input_ids"]) for s in samples)
+    fill = {"input_ids": pad_id, "token_type_ids": 0, "labels": IGNORE_INDEX}
+    batch = {key: torch.full((len(samples), length), value, dtype=torch.long) for key, value in fill.items()}
+    batch["attention_mask"] = torch.zeros((len(samples), length), dtype=torch.long)
+    for row, sample in enumerate(samples):
+        n = len(sample["input_ids"])
+        for key in fill:
+            batch[key][row, :n] = torch.tensor(sample[key])
+        batch["attention_mask"][row, :n] = 1
+    return batch
+
+
+class LCCCDataModule(L.LightningDataModule):
+    """Multi-turn dialogues as causal-LM samples (kexue.fm/archives/7718), one dialogue per sample.
+
+    A batch holds `input_ids`, `token_type_ids`, `attention_mask` and `labels`, each [B, L], padded to the
+    longest dialogue of the batch (layout and labels in the module docstring). The predict split is test.
+
+    Args:
+        name: the dataset's name, used in messages.
+        root: the folder holding the files; `files` entries are relative to it (or absolute).
+        files: split name (train/valid/test) -> JSON file, `file#key` for an entry of a JSON object;
+            `.xz`/`.gz` versions are found too.
+        source: where the official files are published, quoted when a split is missing.
+        max_length: tokens per sample, [CLS] and every [SEP] included (see build_sample for the truncation).
+        predict_first_turn: whether the first turn of a sample is a target (the post: yes) or only context.
+        train_limit: keep only the first N training dialogues (file order).
+        cache_dir: where token ids are kept between runs (None: tokenize every time).
+    """
+
+    def __init__(self, name: str, root: str, files: dict[str, str], source: str, max_length: int = 256,
+                 batch_size: int = 32, eval_batch_size: int | None = None, predict_first_turn: bool = True,
+                 train_limit: int | None = None, num_workers: int = 0, cache_dir: str | None = None):
+        super().__init__()
+        self.name, self.source = name, source
+        specs = {split: spec.partition("#") for split, spec in files.items()}
+        self.paths = {split: Path(root) / file for split, (file, _, _) in specs.items()}
+        self.keys = {split: key or None for split, (_, _, key) in specs.items()}
+        self.max_length, self.batch_size = max_length, batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.predict_first_turn, self.train_limit = predict_first_turn, train_limit
+        self.num_workers, self.cache_dir = num_workers, cache_dir
+        self.tokenizer, self.text_prefix = None, ""
+        self.datasets: dict[str, DialogueSamples] = {}
+
+    def require(self, splits) -> None:
+        """Fail now, naming the files looked for, if any of `splits` is not on disk."""
+        for split in splits:
+            if split not in self.paths:
+                raise MissingSplitError(f"data={self.name} has no {split} split (configured: {sorted(self.paths)})")
+            if find_file(self.paths[split]) is None:
+                looked = ", ".join(str(p) for p in candidates(self.paths[split]))
+                raise MissingSplitError(
+                    f"data={self.name}: the {split} split is not on disk. Looked for: {looked}. "
+                    f"Official data: {self.source}. "
+                    f"Point paths.data_dir (or HUB_DATA_DIR) at the folder that holds it.")
+
+    def read_split(self, split: str) -> list[list[str]]:
+        self.require([split])
+        dialogues = read_dialogues(find_file(self.paths[split]), self.keys[split])
+        return dialogues[:self.train_limit] if split == "train" and self.train_limit else dialogues
+
+    def set_tokenizer(self, tokenizer, text_prefix: str = "") -> None:
+        """`text_prefix` goes before every turn, as before every text of the other datasets."""
+        self.tokenizer, self.text_prefix = tokenizer, text_prefix
+        self.datasets.clear()
+
+    def setup(self, stage: str) -> None:
+        if self.tokenizer is None:
+            raise RuntimeError("LCCCDataModule.set_tokenizer(...) must be called before setup")
+        for split in SPLITS_OF_STAGE[stage]:
+            if split not in self.datasets:
+                self.datasets[split] = self._tokenize(split)
+
+    def _tokenize(self, split: str) -> DialogueSamples:
+        """Every turn is tokenized once (cached); samples are assembled from the cached turns."""
+        dialogues = self.read_split(split)
+        key = {"file": file_digest(find_file(self.paths[split])), "key": self.keys[split],
+               "train_limit": self.train_limit if split == "train" else None}
+        turns = [turn for dialogue in dialogues for turn in dialogue]
+        ids = cached_token_ids(self.cache_dir, key, {"turns": turns}, self.tokenizer, self.max_length,
+                               self.text_prefix)["turns"]
+        contents, samples, start = turn_contents(ids), [], 0
+        for dialogue in dialogues:
+            samples.append(build_sample(contents[start:start + len(dialogue)], self.tokenizer.cls_token_id,
+                                        self.tokenizer.sep_token_id, self.max_length,
+                                        predict_first_turn=self.predict_first_turn))
+            start += len(dialogue)
+        return DialogueSamples(samples)
+
+    def collate(self, samples) -> dict[str, torch.Tensor]:
+        return pad_samples(samples, self.tokenizer.pad_token_id)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        return DataLoader(self.datasets[split], batch_size=self.batch_size if shuffle else self.eval_batch_size,
+                          shuffle=shuffle, collate_fn=self.collate, num_workers=self.num_workers,
+                          pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self):
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader("valid", shuffle=False)
+
+    def test_dataloader(self):
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self):
+        return self._loader("test", shuffle=False)
