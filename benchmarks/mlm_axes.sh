@@ -2,7 +2,9 @@
 # Masked-LM pretraining of backbone=scratch_small on data=corpus, one swept axis at a time, on a GPU.
 # Runs of one comparison see the same token budget: the same corpus, batches and number of steps.
 #
-#   bash benchmarks/mlm_axes.sh attention SECONDS   softmax trains for SECONDS; gau, linear, local for its steps
+#   bash benchmarks/mlm_axes.sh attention SECONDS   softmax, gau, linear, local for the steps softmax makes in
+#                                                   SECONDS (measured by a 30 s probe; the LR schedule needs
+#                                                   the step count up front)
 #   bash benchmarks/mlm_axes.sh optimizer STEPS     lion and tiger (adamw is the attention run's softmax)
 #   bash benchmarks/mlm_axes.sh depth STEPS         48 post-norm layers: init=bert vs norm=deepnorm init=deepnorm,
 #                                                   no warmup, the same lr (kexue.fm/archives/8978)
@@ -12,21 +14,24 @@
 set -euo pipefail
 what=$1; arg=$2; shift 2
 root=${BENCH_DIR:-outputs/benchmarks}/mlm
+every=${VAL_EVERY:-250}   # validate every N steps
 out=$root/$what
 mlm=(task=masked_lm data=corpus loss=lm backbone=scratch_small trainer=gpu logger=csv data.max_sentences=200000
      backbone.finetune_lr=1e-3 trainer.max_epochs=1000 trainer.check_val_every_n_epoch=null)
 case $what in
   attention)
-    python run.py "${mlm[@]}" attention=softmax trainer.val_check_interval=250 \
-        "trainer.max_time=00:00:00:$arg" hydra.run.dir="$out/softmax" "$@"
-    steps=$(python -c "import json; print(json.load(open('$out/softmax/results.json'))['steps'])")
-    python run.py -m "${mlm[@]}" attention=gau,linear,local trainer.val_check_interval=250 trainer.max_steps="$steps" \
-        trainer.max_time=00:00:04:00 hydra.sweep.dir="$out/others" "$@"
+    python run.py "${mlm[@]}" attention=softmax trainer.val_check_interval=$every trainer.max_time=00:00:00:30 \
+        test=false logger=none hydra.run.dir="$root/probe" "$@" > /dev/null 2>&1
+    steps=$(python -c "import json; r = json.load(open('$root/probe/results.json'))
+print(max(1, int(r['steps'] * $arg / r['throughput']['train_time_s']) // $every) * $every)")
+    echo "token budget: $steps steps"
+    python run.py -m "${mlm[@]}" attention=softmax,gau,linear,local trainer.val_check_interval=$every \
+        trainer.max_steps="$steps" hydra.sweep.dir="$out" "$@"
     python benchmarks/table.py "$out" ;;
   optimizer)
-    python run.py -m "${mlm[@]}" attention=softmax optimizer=lion,tiger trainer.val_check_interval=250 \
+    python run.py -m "${mlm[@]}" attention=softmax optimizer=lion,tiger trainer.val_check_interval=$every \
         trainer.max_steps="$arg" hydra.sweep.dir="$out" "$@"
-    python benchmarks/table.py "$out" "$root/attention/softmax" ;;
+    python benchmarks/table.py "$out" "$root/attention/0" ;;
   depth)
     common=("${mlm[@]}" backbone.num_layers=48 scheduler=constant trainer.max_steps="$arg" trainer.val_check_interval=100)
     python run.py "${common[@]}" init=bert hydra.run.dir="$out/post_bert" "$@" || true
