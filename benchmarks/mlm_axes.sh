@@ -8,6 +8,7 @@
 #   bash benchmarks/mlm_axes.sh optimizer STEPS     lion and tiger (adamw is the attention run's softmax)
 #   bash benchmarks/mlm_axes.sh depth STEPS         48 post-norm layers: init=bert vs norm=deepnorm init=deepnorm,
 #                                                   no warmup, the same lr (kexue.fm/archives/8978)
+#   bash benchmarks/mlm_axes.sh pretrain STEPS ATTENTION  one run, backbone.pt in $BENCH_DIR/mlm/pretrain/ATTENTION
 #   bash benchmarks/mlm_axes.sh finetune CKPT ATTENTION   CoSENT on STS-B zh from backbone.pt vs from scratch
 #
 # Extra arguments are Hydra overrides for every run. Prints benchmarks/table.py's table.
@@ -37,11 +38,16 @@ print(max(1, int(r['steps'] * $arg / r['throughput']['train_time_s']) // $every)
     python run.py "${common[@]}" init=bert hydra.run.dir="$out/post_bert" "$@" || true
     python run.py "${common[@]}" backbone.norm=deepnorm init=deepnorm hydra.run.dir="$out/deepnorm" "$@" || true
     python benchmarks/table.py "$out" ;;
+  pretrain)
+    attention=$1; shift
+    python run.py "${mlm[@]}" attention="$attention" trainer.val_check_interval=$every trainer.max_steps="$arg" \
+        hydra.run.dir="$out/$attention" "$@"
+    python benchmarks/table.py "$out/$attention" ;;
   finetune)
     attention=$1; shift
     ft=(data=stsb loss=cosent backbone=scratch_small attention="$attention" trainer=gpu logger=csv trainer.max_epochs=5)
     python run.py "${ft[@]}" backbone.checkpoint="$arg" hydra.run.dir="$out/pretrained" "$@"
     python run.py "${ft[@]}" hydra.run.dir="$out/from_scratch" "$@"
     python benchmarks/table.py "$out" ;;
-  *) echo "usage: $0 attention|optimizer|depth|finetune ..." >&2; exit 2 ;;
+  *) echo "usage: $0 attention|optimizer|depth|pretrain|finetune ..." >&2; exit 2 ;;
 esac
