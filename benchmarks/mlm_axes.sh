@@ -2,9 +2,7 @@
 # Masked-LM pretraining of backbone=scratch_small on data=corpus, one swept axis at a time, on a GPU.
 # Runs of one comparison see the same token budget: the same corpus, batches and number of steps.
 #
-#   bash benchmarks/mlm_axes.sh attention SECONDS   softmax, gau, linear, local for the steps softmax makes in
-#                                                   SECONDS (measured by a 30 s probe; the LR schedule needs
-#                                                   the step count up front)
+#   bash benchmarks/mlm_axes.sh attention STEPS     softmax, gau, linear, local (H100: 20-33 steps/s each)
 #   bash benchmarks/mlm_axes.sh optimizer STEPS     lion and tiger (adamw is the attention run's softmax)
 #   bash benchmarks/mlm_axes.sh depth STEPS         48 post-norm layers: init=bert vs norm=deepnorm init=deepnorm,
 #                                                   no warmup, the same lr (kexue.fm/archives/8978)
@@ -21,13 +19,8 @@ mlm=(task=masked_lm data=corpus loss=lm backbone=scratch_small trainer=gpu logge
      backbone.finetune_lr=1e-3 trainer.max_epochs=1000 trainer.check_val_every_n_epoch=null)
 case $what in
   attention)
-    python run.py "${mlm[@]}" attention=softmax trainer.val_check_interval=$every trainer.max_time=00:00:00:30 \
-        test=false logger=none hydra.run.dir="$root/probe" "$@" > /dev/null 2>&1
-    steps=$(python -c "import json; r = json.load(open('$root/probe/results.json'))
-print(max(1, int(r['steps'] * $arg / r['throughput']['train_time_s']) // $every) * $every)")
-    echo "token budget: $steps steps"
     python run.py -m "${mlm[@]}" attention=softmax,gau,linear,local trainer.val_check_interval=$every \
-        trainer.max_steps="$steps" hydra.sweep.dir="$out" "$@"
+        trainer.max_steps="$arg" hydra.sweep.dir="$out" "$@"
     python benchmarks/table.py "$out" ;;
   optimizer)
     python run.py -m "${mlm[@]}" attention=softmax optimizer=lion,tiger trainer.val_check_interval=$every \
