@@ -44,7 +44,7 @@ def train(cfg: DictConfig, results: dict) -> None:
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     callbacks = {name: instantiate(c) for name, c in (cfg.get("callbacks") or {}).items()}
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=list(callbacks.values()))
-    results["loggers"] = loggers
+    results["loggers"], results["global_zero"] = loggers, trainer.is_global_zero
     for logger in loggers:
         logger.log_hyperparams(flatten(cfg))
     if cfg.train:
@@ -90,6 +90,8 @@ def finish(results: dict, started: float) -> None:
     from hub.results import summary_lines, write_results
 
     loggers = results.pop("loggers", [])
+    if not results.pop("global_zero", True):  # DDP: every rank runs this script; rank 0 reports
+        return
     results["wall_time_s"] = round(time.time() - started, 2)
     for logger in loggers:
         run = getattr(logger, "experiment", None)
@@ -129,8 +131,20 @@ def main(cfg: DictConfig) -> float | None:
         raise
     finally:
         finish(results, started)
-    best = results.get("best")
-    return best["value"] if best else None
+    return objective(results, cfg.get("optimized_metric"))
+
+
+def objective(results: dict, metric: str | None) -> float | None:
+    """The value a sweeper optimizes: `best/<metric>` (the best validation), a test or final validation
+    metric by name, or by default the best validation value."""
+    best = results.get("best") or {}
+    if metric is None or metric == f"best/{best.get('metric')}":
+        return best.get("value")
+    for part in ("test", "final_validation"):
+        if metric in (results.get(part) or {}):
+            return results[part][metric]
+    raise KeyError(f"optimized_metric={metric} is not among the run's metrics: best/{best.get('metric')}, "
+                   f"{sorted((results.get('test') or {}) | (results.get('final_validation') or {}))}")
 
 
 if __name__ == "__main__":

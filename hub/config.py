@@ -14,7 +14,7 @@ AXES = ("task", "data", "backbone", "loss", "optimizer", "scheduler", "init", "a
 
 # What each `task=` works with; a task missing from a table takes any choice of that group.
 TASK_LOSSES = {
-    "bi_encoder": ("cosent", "sbert", "cosine_mse"),
+    "bi_encoder": ("cosent", "sbert", "cosine_mse", "infonce", "flatnce"),
     "masked_lm": ("lm",),
     "dialogue_lm": ("lm",),
 }
@@ -36,8 +36,17 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("project_root", lambda: str(PROJECT_ROOT))
     if not OmegaConf.has_resolver("mul"):  # lr: ${mul:${backbone.finetune_lr},0.1}
         OmegaConf.register_new_resolver("mul", lambda a, b: float(a) * float(b))
+    if not OmegaConf.has_resolver("wandb_run_id"):
+        OmegaConf.register_new_resolver("wandb_run_id", wandb_run_id)
     if not OmegaConf.has_resolver("axis_tags"):
         OmegaConf.register_new_resolver("axis_tags", lambda: [f"{k}={v}" for k, v in axis_choices().items()])
+
+
+def wandb_run_id(ckpt_path: str | None, output_dir: str) -> str:
+    """A W&B run id derived from the run's folder; resuming from `<run>/checkpoints/x.ckpt` gives the id of
+    `<run>`, so the resumed training continues the same W&B run."""
+    folder = Path(ckpt_path).resolve().parent.parent if ckpt_path else Path(output_dir).resolve()
+    return hashlib.sha1(str(folder).encode()).hexdigest()[:16]
 
 
 def axis_choices() -> dict[str, str]:
