@@ -117,14 +117,18 @@ def main(cfg: DictConfig) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
     from hub.config import axis_choices, config_hash
+    from hub.ddp import export_job_dir, isolated_job
     from hub.results import code_version
+
+    export_job_dir(cfg.paths.output_dir)
 
     started = time.time()
     results = {"status": "failed", "choices": axis_choices(), "seed": cfg.seed, "config_hash": config_hash(cfg),
                "code_version": code_version(), "overrides": list(HydraConfig.get().overrides.task),
                "output_dir": cfg.paths.output_dir}
     try:
-        train(cfg, results)
+        with isolated_job():
+            train(cfg, results)
         results["status"] = "completed"
     except BaseException as error:
         results["error"] = f"{type(error).__name__}: {error}"
@@ -148,4 +152,9 @@ def objective(results: dict, metric: str | None) -> float | None:
 
 
 if __name__ == "__main__":
+    import sys
+
+    from hub.ddp import single_job_argv
+
+    sys.argv = single_job_argv(sys.argv)
     main()

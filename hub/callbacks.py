@@ -46,6 +46,12 @@ class Throughput(L.Callback):
     def on_validation_end(self, trainer, pl_module):
         self._last_end = time.perf_counter()  # validation inside an epoch is not training time
 
+    def on_train_end(self, trainer, pl_module):
+        """Under DDP every rank counted its own batches: the global rate is their sum over rank 0's time."""
+        if trainer.world_size > 1:
+            counts = torch.tensor([self.examples, self.tokens], dtype=torch.float64, device=pl_module.device)
+            self.examples, self.tokens = (int(c) for c in trainer.strategy.reduce(counts, reduce_op="sum"))
+
     def summary(self) -> dict:
         seconds = max(self.train_time_s, 1e-9)
         return {"train_examples": self.examples, "train_time_s": round(self.train_time_s, 3),

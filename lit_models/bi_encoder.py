@@ -7,12 +7,15 @@ into one vector each, and whatever the training loss, inference compares cosines
 from __future__ import annotations
 
 import warnings
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.strategies import ParallelStrategy
 from torchmetrics import SpearmanCorrCoef
 
 from lit_models.base import TaskModule
+from lit_models.distributed import gather_with_grad, world_size
 
 POOLINGS = ("cls", "mean", "first_last_avg")
 # Spearman needs every score of the split; the STS splits (<= 20k pairs) fit easily, so the warning is noise.
@@ -37,14 +40,31 @@ def pool(hidden_states: list[torch.Tensor], attention_mask: torch.Tensor, poolin
 
 
 class BiEncoder(TaskModule):
-    """Siamese sentence encoder; `loss` is any pair loss of lit_models/losses.py taking (u, v, labels)."""
+    """Siamese sentence encoder; `loss` is any pair loss of lit_models/losses.py taking (u, v, labels).
 
-    def __init__(self, *, pooling: str = "mean", **common):
+    A batch-level loss (`loss.global_batch`) sees the global batch under DDP (`loss_batch`).
+    contrastive_accumulation: k ≥ 2 backpropagates each training batch in k micro-batches while the loss still
+        sees the whole batch, exactly (`accumulation_step`, kexue.fm/archives/8471); 1 trains the ordinary way.
+    """
+
+    def __init__(self, *, pooling: str = "mean", contrastive_accumulation: int = 1, **common):
         if pooling not in POOLINGS:
             raise ValueError(f"task.pooling must be one of {POOLINGS}, got {pooling!r}")
+        if contrastive_accumulation < 1:
+            raise ValueError(f"task.contrastive_accumulation must be ≥ 1 (1: off), got {contrastive_accumulation}")
         super().__init__(**common)
-        self.pooling = pooling
-        self.save_hyperparameters({"pooling": pooling, "monitor": self.monitor, "monitor_mode": self.monitor_mode})
+        if contrastive_accumulation > 1:
+            if not getattr(self.loss, "global_batch", False):
+                raise ValueError(f"task.contrastive_accumulation={contrastive_accumulation} is for batch-level losses "
+                                 f"(cosent, infonce, flatnce); {type(self.loss).__name__} is a mean over pairs, "
+                                 f"which trainer.accumulate_grad_batches accumulates exactly")
+            if any(p.requires_grad for p in self.loss.parameters()):
+                raise ValueError(f"task.contrastive_accumulation does not support a loss with parameters "
+                                 f"({type(self.loss).__name__}): only the encoder is re-forwarded per micro-batch")
+        self.pooling, self.contrastive_accumulation = pooling, contrastive_accumulation
+        self.automatic_optimization = contrastive_accumulation == 1
+        self.save_hyperparameters({"pooling": pooling, "contrastive_accumulation": contrastive_accumulation,
+                                   "monitor": self.monitor, "monitor_mode": self.monitor_mode})
         self.val_spearman, self.test_spearman = SpearmanCorrCoef(), SpearmanCorrCoef()
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -54,11 +74,85 @@ class BiEncoder(TaskModule):
         """The batch stacks first sentences then second sentences: one encoder pass for both."""
         return self.embed(batch["input_ids"], batch["attention_mask"]).chunk(2)
 
+    def loss_batch(self, u: torch.Tensor, v: torch.Tensor, labels: torch.Tensor):
+        """What the loss sees: under DDP, a batch-level loss gets the pairs of every rank, gathered with
+        gradients; the gradients then equal single-process training on the concatenation, with no rescaling
+        (derivation in lit_models/distributed.py). A per-pair loss gets this rank's pairs."""
+        if getattr(self.loss, "global_batch", False) and world_size() > 1:
+            return gather_with_grad(u), gather_with_grad(v), gather_with_grad(labels)
+        return u, v, labels
+
     def training_step(self, batch, batch_idx):
-        u, v = self.pair_embeddings(batch)
-        loss = self.loss(u, v, batch["labels"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
+        if not self.automatic_optimization:
+            return self.accumulation_step(batch)
+        u, v, labels = self.loss_batch(*self.pair_embeddings(batch), batch["labels"])
+        loss = self.loss(u, v, labels)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(labels))
         return loss
+
+    def loss_gradients(self, u: torch.Tensor, v: torch.Tensor, labels: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The loss of the (global) batch and its gradient w.r.t. this rank's embeddings u, v, by autograd.
+
+        For InfoNCE, kexue.fm/archives/8471 gives this gradient in closed form (h̃_i = 2 Σ_j (p̄_ij − t_ij) h_j
+        for s_ij = ⟨h_i, h_j⟩); autograd gives it for any loss of the embeddings. Under DDP it is W·∂L/∂u of
+        the gather's backward, which DDP's averaging turns into the exact gradient (lit_models/distributed.py).
+        """
+        u, v = (x.detach().to(torch.promote_types(x.dtype, torch.float32)).requires_grad_() for x in (u, v))
+        with torch.enable_grad():
+            loss = self.loss(*self.loss_batch(u, v, labels))
+            grad_u, grad_v = torch.autograd.grad(loss, (u, v))
+        return loss.detach(), grad_u, grad_v
+
+    def accumulation_step(self, batch) -> torch.Tensor:
+        """One optimizer step on the batch, backpropagated in k = contrastive_accumulation micro-batches, with the
+        gradient of the loss on the whole batch (kexue.fm/archives/8471, generalized to any batch-level loss):
+
+        1. without gradients, embed the batch micro-batch by micro-batch: every u_i, v_i;
+        2. L on the whole batch (the global batch under DDP) and g = ∂L/∂(u, v) (`loss_gradients`);
+        3. per micro-batch m, embed again with gradients and backpropagate the surrogate Σ_{i∈m} ⟨u_i, g_i^u⟩ +
+           ⟨v_i, g_i^v⟩ (g held constant): its gradient is Σ_{i∈m} J_iᵀ g_i, and the sum over micro-batches is
+           Σ_i J_iᵀ ∂L/∂h_i = ∇_θ L, the full-batch gradient, by the chain rule.
+        The post's closed-form g covers InfoNCE; autograd on the embeddings covers CoSENT, FlatNCE, any loss.
+
+        Dropout: the post warns that step 3 draws new dropout masks, so its embeddings are not those of step 1.
+        Here the random state before each micro-batch of step 1 is saved and restored before the same
+        micro-batch of step 3 (as torch.utils.checkpoint does when recomputing, kexue.fm/archives/7367): both
+        passes draw the same masks, and the gradient is that of L under the masks drawn, exactly, with or
+        without dropout. Under DDP, gradients are synchronized once, after the last micro-batch.
+        The surrogate's value means nothing; train/loss logs L. This mode optimizes manually
+        (automatic_optimization = False), so Lightning refuses trainer.gradient_clip_val and
+        trainer.accumulate_grad_batches > 1 with it.
+        """
+        optimizer, scheduler = self.optimizers(), self.lr_schedulers()
+        input_ids, attention_mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+        pairs = torch.arange(len(labels), device=labels.device)
+        micro = [m for m in pairs.tensor_split(self.contrastive_accumulation) if len(m)]
+        rows = [torch.cat([m, m + len(labels)]) for m in micro]   # the first sentences, then their second ones
+        states, embeddings = [], []
+        with torch.no_grad():
+            for r in rows:
+                states.append(rng_state(input_ids.device))
+                embeddings.append(self.embed(input_ids[r], attention_mask[r]).chunk(2))
+        after = rng_state(input_ids.device)
+        loss, grad_u, grad_v = self.loss_gradients(*(torch.cat(parts) for parts in zip(*embeddings)), labels)
+        optimizer.zero_grad()
+        for i, (m, r, state) in enumerate(zip(micro, rows, states)):
+            set_rng_state(state, input_ids.device)
+            u, v = self.embed(input_ids[r], attention_mask[r]).chunk(2)
+            surrogate = (u * grad_u[m]).sum() + (v * grad_v[m]).sum()     # promoted to g's fp32 (or fp64)
+            with self.no_gradient_sync() if i < len(micro) - 1 else nullcontext():
+                self.manual_backward(surrogate)
+        set_rng_state(after, input_ids.device)
+        optimizer.step()
+        scheduler.step()
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(labels))
+        return loss
+
+    def no_gradient_sync(self):
+        """DDP's no_sync: micro-batch gradients add up locally and are averaged once, with the last backward."""
+        strategy = self.trainer.strategy
+        return strategy.block_backward_sync() if isinstance(strategy, ParallelStrategy) else nullcontext()
 
     def _evaluate(self, batch, metric: SpearmanCorrCoef, name: str):
         u, v = self.pair_embeddings(batch)
@@ -70,3 +164,14 @@ class BiEncoder(TaskModule):
 
     def test_step(self, batch, batch_idx):
         self._evaluate(batch, self.test_spearman, "test/spearman")
+
+
+def rng_state(device: torch.device) -> tuple:
+    """The random state that dropout on `device` draws from (the CPU generator, and the device's for CUDA)."""
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def set_rng_state(state: tuple, device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)

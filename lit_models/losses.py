@@ -2,6 +2,12 @@
 
 Sentence-pair losses (task=bi_encoder) take `(u, v, labels)`: the embeddings of the first and second
 sentences [B, d] and the gold labels [B] (0/1, or a graded score in [0, label_max]).
+
+Each pair loss declares `global_batch`: True when its value couples the pairs of a batch (CoSENT ranks
+every pair against every other, InfoNCE/FlatNCE use the other pairs as negatives). Under DDP such a loss
+must see the pairs of every rank, so the bi-encoder gathers them first (lit_models/distributed.py). A
+per-pair loss (global_batch = False) is a mean over pairs, and DDP's averaging of the ranks' gradients is
+already exact for it (the distributed sampler gives every rank as many pairs).
 """
 from __future__ import annotations
 
@@ -18,6 +24,8 @@ class CoSENTLoss(nn.Module):
     Every pair of pairs whose gold labels are ordered adds a term, so only the label *order* matters:
     binary labels, NLI classes mapped to an order, or STS-B scores all work. λ = 20 as in the post.
     """
+
+    global_batch = True
 
     def __init__(self, scale: float = 20.0):
         super().__init__()
@@ -47,6 +55,8 @@ class SBERTLoss(nn.Module):
     (STS-B: score ≥ 3). `num_classes` = 3 takes NLI classes 0/1/2 as they are.
     """
 
+    global_batch = False
+
     def __init__(self, hidden_size: int, label_max: float = 1.0, num_classes: int = 2):
         super().__init__()
         self.label_max, self.num_classes = label_max, num_classes
@@ -54,7 +64,7 @@ class SBERTLoss(nn.Module):
 
     def classes(self, labels: torch.Tensor) -> torch.Tensor:
         if self.num_classes == 2:
-            return (labels > self.label_max / 2).long()
+            return similar(labels, self.label_max).long()
         return labels.long()
 
     def logits(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -72,6 +82,8 @@ class CosineMSELoss(nn.Module):
     For binary labels this is the post's t·(1 − cos)² + (1 − t)·cos²; it pulls every hard negative
     towards cos = 0, which is what makes it overfit.
     """
+
+    global_batch = False
 
     def __init__(self, label_max: float = 1.0):
         super().__init__()
@@ -97,3 +109,73 @@ class TokenCrossEntropy(nn.Module):
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float().flatten(0, -2), labels.flatten(), ignore_index=self.ignore_index,
                                label_smoothing=self.label_smoothing)
+
+
+def similar(labels: torch.Tensor, label_max: float) -> torch.Tensor:
+    """Binarized labels, as in kexue.fm/archives/8847's STS-B runs: similar iff label > label_max / 2."""
+    return labels > label_max / 2
+
+
+class InfoNCELoss(nn.Module):
+    """InfoNCE with in-batch negatives (van den Oord et al. 2018; the supervised setting of SimCSE, Gao et al.
+    2021): each similar pair (u_i, v_i) classifies v_i among the second sentences of the whole batch.
+
+        s_ij = cos(u_i, v_j) / τ,   loss = (1/|P|) Σ_{i∈P} [log Σ_j exp(s_ij) − s_ii] = (1/|P|) Σ_{i∈P} log(1 + ξ_i)
+        ξ_i = Σ_{j≠i} exp(s_ij − s_ii)
+
+    P, the anchors: the pairs labelled similar (`similar`: label > label_max / 2). A pair labelled non-similar
+    is no anchor, since nothing says which sentence its u should retrieve, but its v stays a candidate: a hard
+    negative for every anchor. j runs over every pair of the batch, under DDP the global batch
+    (`global_batch`). τ = 0.05 as in SimCSE. `symmetric` averages with the reverse direction, v_i retrieving
+    u_i among every u: (1/|P|) Σ_{i∈P} [log Σ_j exp(s_ji) − s_ii]. A batch without a similar pair, or of a
+    single pair (no negative), gives 0 with zero gradient.
+
+    Its gradient is that of Σ_ij (sg(p_ij) − t_ij)·s_ij (p = softmax of the scores, t = one-hot targets),
+    which kexue.fm/archives/8471 turns into exact gradient accumulation (task.contrastive_accumulation).
+    """
+
+    global_batch = True
+
+    def __init__(self, temperature: float = 0.05, label_max: float = 1.0, symmetric: bool = False):
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"loss.temperature must be > 0, got {temperature}")
+        self.temperature, self.label_max, self.symmetric = temperature, label_max, symmetric
+
+    def forward(self, u: torch.Tensor, v: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        u, v = (x.to(torch.promote_types(x.dtype, torch.float32)) for x in (u, v))  # bf16/fp16 up, fp64 kept
+        scores = F.normalize(u, dim=-1) @ F.normalize(v, dim=-1).T / self.temperature
+        anchors = similar(labels, self.label_max).nonzero().squeeze(1)
+        if len(anchors) == 0 or len(labels) < 2:
+            return scores.sum() * 0.0
+        loss = self.anchor_loss(scores[anchors], anchors)
+        if self.symmetric:
+            loss = (loss + self.anchor_loss(scores.T[anchors], anchors)) / 2
+        return loss
+
+    @staticmethod
+    def anchor_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean over the anchors (rows) of log Σ_j exp(logits_j) − logits_target."""
+        return F.cross_entropy(logits, targets)
+
+
+class FlatNCELoss(InfoNCELoss):
+    """FlatNCE (Chen et al. 2021, "Simpler, Faster, Stronger: Breaking the log-K Curse on Contrastive Learners
+    with FlatNCE"; kexue.fm/archives/8586): InfoNCE's anchors, candidates and scores, with the positive taken
+    out of the logsumexp:
+
+        loss = (1/|P|) Σ_{i∈P} [log Σ_{j≠i} exp(s_ij) − s_ii] = (1/|P|) Σ_{i∈P} log ξ_i
+
+    The paper writes the loss as ξ/sg(ξ), whose value is always 1; the post notes ∇(ξ/sg(ξ)) = ∇ξ/ξ = ∇ log ξ,
+    so log ξ trains identically, and it is what this returns and what train/loss logs. It is negative when
+    the positive outscores the negatives' sum (ξ < 1), which is normal. Per anchor, InfoNCE = log(1 + ξ) =
+    softplus(FlatNCE), and FlatNCE's gradient is InfoNCE's times (1 + ξ)/ξ: the same direction, but it does
+    not fade as ξ → 0, where InfoNCE's gradient drowns in float error at small batch sizes (the post's point).
+    """
+
+    @staticmethod
+    def anchor_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean over the anchors (rows) of log Σ_{j≠target} exp(logits_j) − logits_target."""
+        positive = logits.gather(1, targets[:, None]).squeeze(1)
+        negatives = logits.scatter(1, targets[:, None], float("-inf"))
+        return (torch.logsumexp(negatives, dim=1) - positive).mean()
