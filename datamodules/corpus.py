@@ -31,7 +31,8 @@ from torch.utils.data import DataLoader
 
 from datamodules.files import DataFormatError, MissingSplitError, candidates, file_digest, find_file, numbered_lines
 from datamodules.lccc import IGNORE_INDEX, join_characters, read_dialogues
-from datamodules.sts import SPLITS_OF_STAGE, pad
+from datamodules.base import SPLITS_OF_STAGE
+from datamodules.sts import pad
 from datamodules.tokenized import cached_token_ids
 
 log = logging.getLogger(__name__)

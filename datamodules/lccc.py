@@ -24,12 +24,11 @@ import json
 import re
 from pathlib import Path
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from datamodules.files import DataFormatError, MissingSplitError, candidates, file_digest, find_file, open_text
-from datamodules.sts import SPLITS_OF_STAGE
+from datamodules.base import SplitFilesDataModule
+from datamodules.files import DataFormatError, file_digest, open_text
 from datamodules.tokenized import cached_token_ids, tokenize
 
 IGNORE_INDEX = -100
@@ -174,7 +173,7 @@ def pad_samples(samples: list[dict[str, list[int]]], pad_id: int) -> dict[str, t
     return batch
 
 
-class LCCCDataModule(L.LightningDataModule):
+class LCCCDataModule(SplitFilesDataModule):
     """Multi-turn dialogues as causal-LM samples (kexue.fm/archives/7718), one dialogue per sample.
 
     A batch holds `input_ids`, `token_type_ids`, `attention_mask` and `labels`, each [B, L], padded to the
@@ -195,51 +194,19 @@ class LCCCDataModule(L.LightningDataModule):
     def __init__(self, name: str, root: str, files: dict[str, str], source: str, max_length: int = 256,
                  batch_size: int = 32, eval_batch_size: int | None = None, predict_first_turn: bool = True,
                  train_limit: int | None = None, num_workers: int = 0, cache_dir: str | None = None):
-        super().__init__()
-        self.name, self.source = name, source
         specs = {split: spec.partition("#") for split, spec in files.items()}
-        self.paths = {split: Path(root) / file for split, (file, _, _) in specs.items()}
+        super().__init__(name, {split: Path(root) / file for split, (file, _, _) in specs.items()}, source,
+                         max_length, batch_size, eval_batch_size, train_limit, num_workers, cache_dir)
         self.keys = {split: key or None for split, (_, _, key) in specs.items()}
-        self.max_length, self.batch_size = max_length, batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.predict_first_turn, self.train_limit = predict_first_turn, train_limit
-        self.num_workers, self.cache_dir = num_workers, cache_dir
-        self.tokenizer, self.text_prefix = None, ""
-        self.datasets: dict[str, DialogueSamples] = {}
-
-    def require(self, splits) -> None:
-        """Fail now, naming the files looked for, if any of `splits` is not on disk."""
-        for split in splits:
-            if split not in self.paths:
-                raise MissingSplitError(f"data={self.name} has no {split} split (configured: {sorted(self.paths)})")
-            if find_file(self.paths[split]) is None:
-                looked = ", ".join(str(p) for p in candidates(self.paths[split]))
-                raise MissingSplitError(
-                    f"data={self.name}: the {split} split is not on disk. Looked for: {looked}. "
-                    f"Official data: {self.source}. "
-                    f"Point paths.data_dir (or HUB_DATA_DIR) at the folder that holds it.")
+        self.predict_first_turn = predict_first_turn
 
     def read_split(self, split: str) -> list[list[str]]:
-        self.require([split])
-        dialogues = read_dialogues(find_file(self.paths[split]), self.keys[split])
-        return dialogues[:self.train_limit] if split == "train" and self.train_limit else dialogues
+        return self.limit(split, read_dialogues(self.file_of(split), self.keys[split]))
 
-    def set_tokenizer(self, tokenizer, text_prefix: str = "") -> None:
-        """`text_prefix` goes before every turn, as before every text of the other datasets."""
-        self.tokenizer, self.text_prefix = tokenizer, text_prefix
-        self.datasets.clear()
-
-    def setup(self, stage: str) -> None:
-        if self.tokenizer is None:
-            raise RuntimeError("LCCCDataModule.set_tokenizer(...) must be called before setup")
-        for split in SPLITS_OF_STAGE[stage]:
-            if split not in self.datasets:
-                self.datasets[split] = self._tokenize(split)
-
-    def _tokenize(self, split: str) -> DialogueSamples:
+    def tokenize_split(self, split: str) -> DialogueSamples:
         """Every turn is tokenized once (cached); samples are assembled from the cached turns."""
         dialogues = self.read_split(split)
-        key = {"file": file_digest(find_file(self.paths[split])), "key": self.keys[split],
+        key = {"file": file_digest(self.file_of(split)), "key": self.keys[split],
                "train_limit": self.train_limit if split == "train" else None}
         turns = [turn for dialogue in dialogues for turn in dialogue]
         ids = cached_token_ids(self.cache_dir, key, {"turns": turns}, self.tokenizer, self.max_length,
@@ -254,20 +221,3 @@ class LCCCDataModule(L.LightningDataModule):
 
     def collate(self, samples) -> dict[str, torch.Tensor]:
         return pad_samples(samples, self.tokenizer.pad_token_id)
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(self.datasets[split], batch_size=self.batch_size if shuffle else self.eval_batch_size,
-                          shuffle=shuffle, collate_fn=self.collate, num_workers=self.num_workers,
-                          pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self):
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self):
-        return self._loader("valid", shuffle=False)
-
-    def test_dataloader(self):
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self):
-        return self._loader("test", shuffle=False)

@@ -8,14 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from datamodules.files import DataFormatError, MissingSplitError, candidates, file_digest, find_file, numbered_lines
+from datamodules.base import SplitFilesDataModule
+from datamodules.files import DataFormatError, file_digest, numbered_lines
 from datamodules.tokenized import cached_token_ids
-
-SPLITS_OF_STAGE = {"fit": ("train", "valid"), "validate": ("valid",), "test": ("test",), "predict": ("test",)}
 
 
 @dataclass
@@ -78,7 +76,7 @@ def pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     return ids, mask
 
 
-class STSDataModule(L.LightningDataModule):
+class STSDataModule(SplitFilesDataModule):
     """Sentence pairs with a similarity label, each sentence tokenized on its own (for bi-encoders).
 
     A batch holds `input_ids`/`attention_mask` of shape [2B, L] (the B first sentences, then the B second
@@ -97,49 +95,17 @@ class STSDataModule(L.LightningDataModule):
     def __init__(self, name: str, root: str, files: dict[str, str], label_max: float, source: str,
                  max_length: int = 64, batch_size: int = 32, eval_batch_size: int | None = None,
                  train_limit: int | None = None, num_workers: int = 0, cache_dir: str | None = None):
-        super().__init__()
-        self.name, self.label_max, self.source = name, label_max, source
-        self.paths = {split: Path(root) / file for split, file in files.items()}
-        self.max_length, self.batch_size = max_length, batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.train_limit, self.num_workers, self.cache_dir = train_limit, num_workers, cache_dir
-        self.tokenizer, self.text_prefix = None, ""
-        self.datasets: dict[str, TokenizedPairs] = {}
-
-    def require(self, splits) -> None:
-        """Fail now, naming the files looked for, if any of `splits` is not on disk."""
-        for split in splits:
-            if split not in self.paths:
-                raise MissingSplitError(f"data={self.name} has no {split} split (configured: {sorted(self.paths)})")
-            if find_file(self.paths[split]) is None:
-                looked = ", ".join(str(p) for p in candidates(self.paths[split]))
-                raise MissingSplitError(
-                    f"data={self.name}: the {split} split is not on disk. Looked for: {looked}. "
-                    f"Official data: {self.source}. Point paths.data_dir (or HUB_DATA_DIR) at the folder that holds it.")
+        super().__init__(name, {split: Path(root) / file for split, file in files.items()}, source, max_length,
+                         batch_size, eval_batch_size, train_limit, num_workers, cache_dir)
+        self.label_max = label_max
 
     def read_split(self, split: str) -> Pairs:
-        self.require([split])
-        pairs = read_pairs(find_file(self.paths[split]), self.label_max)
-        if split == "train" and self.train_limit:
-            pairs = Pairs(pairs.first[:self.train_limit], pairs.second[:self.train_limit],
-                          pairs.labels[:self.train_limit])
-        return pairs
+        pairs = read_pairs(self.file_of(split), self.label_max)
+        return Pairs(*(self.limit(split, column) for column in (pairs.first, pairs.second, pairs.labels)))
 
-    def set_tokenizer(self, tokenizer, text_prefix: str = "") -> None:
-        self.tokenizer, self.text_prefix = tokenizer, text_prefix
-        self.datasets.clear()
-
-    def setup(self, stage: str) -> None:
-        if self.tokenizer is None:
-            raise RuntimeError("STSDataModule.set_tokenizer(...) must be called before setup")
-        for split in SPLITS_OF_STAGE[stage]:
-            if split not in self.datasets:
-                self.datasets[split] = self._tokenize(split)
-
-    def _tokenize(self, split: str) -> TokenizedPairs:
+    def tokenize_split(self, split: str) -> TokenizedPairs:
         pairs = self.read_split(split)
-        path = find_file(self.paths[split])
-        key = {"file": file_digest(path), "train_limit": self.train_limit if split == "train" else None}
+        key = {"file": file_digest(self.file_of(split)), "train_limit": self.train_limit if split == "train" else None}
         ids = cached_token_ids(self.cache_dir, key, {"first": pairs.first, "second": pairs.second},
                                self.tokenizer, self.max_length, self.text_prefix)
         return TokenizedPairs(ids["first"], ids["second"], pairs.labels)
@@ -149,17 +115,3 @@ class STSDataModule(L.LightningDataModule):
         input_ids, attention_mask = pad(list(first) + list(second), self.tokenizer.pad_token_id)
         return {"input_ids": input_ids, "attention_mask": attention_mask,
                 "labels": torch.tensor(labels, dtype=torch.float32)}
-
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(self.datasets[split], batch_size=self.batch_size if shuffle else self.eval_batch_size,
-                          shuffle=shuffle, collate_fn=self.collate, num_workers=self.num_workers,
-                          pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self):
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self):
-        return self._loader("valid", shuffle=False)
-
-    def test_dataloader(self):
-        return self._loader("test", shuffle=False)
