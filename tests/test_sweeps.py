@@ -1,5 +1,4 @@
 """sweeps/*.yaml are valid W&B sweeps, every configuration composes, and they run as Hydra (multi)runs."""
-from pathlib import Path
 
 import pytest
 import yaml
