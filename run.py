@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -17,8 +18,28 @@ register_resolvers()
 log = logging.getLogger("run")
 
 
-def needed_splits(cfg: DictConfig) -> list[str]:
-    return (["train", "valid"] if cfg.train else []) + (["test"] if cfg.test else [])
+def needed_splits(cfg: DictConfig, datamodule) -> list[str]:
+    test = cfg.test and getattr(datamodule, "test_labelled", True)
+    return (["train", "valid"] if cfg.train else []) + (["test"] if test else [])
+
+
+def predict(trainer, model, datamodule, folder: str, ckpt_path: str | None) -> list[str]:
+    """Predict every split of `datamodule.prediction_splits` that is on disk and let the DataModule write
+    its files (for CLUE: the leaderboard's submission files). Under DDP each rank predicts a share; rank 0
+    gathers them (the DataModule drops the duplicates a distributed sampler pads with)."""
+    import torch.distributed as dist
+
+    written = []
+    for split in (s for s in datamodule.prediction_splits if datamodule.has_split(s)):
+        batches = trainer.predict(model, dataloaders=datamodule.loader(split), ckpt_path=ckpt_path)
+        examples = [example for batch in batches for example in batch]
+        if dist.is_available() and dist.is_initialized():
+            shares = [None] * dist.get_world_size()
+            dist.all_gather_object(shares, examples)
+            examples = [example for share in shares for example in share]
+        if trainer.is_global_zero:
+            written += [str(p) for p in datamodule.write_predictions(split, examples, Path(folder) / "predictions")]
+    return written
 
 
 def train(cfg: DictConfig, results: dict) -> None:
@@ -29,18 +50,20 @@ def train(cfg: DictConfig, results: dict) -> None:
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
 
-    from hub.config import check_config, flatten, instantiate_with
+    from hub.config import ConfigError, accepted_by, check_config, flatten, instantiate_with
     from hub.results import best_checkpoint, metrics_of
 
     check_config(results["choices"], cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
-    datamodule.require(needed_splits(cfg))
+    if cfg.predict and not getattr(datamodule, "writes_predictions", False):
+        raise ConfigError(f"predict=true does not work with data={datamodule.name}: it writes no prediction files")
+    datamodule.require(needed_splits(cfg, datamodule))
     backbone = instantiate_with(cfg.backbone, attention=cfg.get("attention"))
     datamodule.set_tokenizer(backbone.tokenizer, backbone.text_prefix)
     model = instantiate(cfg.task, backbone=backbone, loss=instantiate_with(cfg.loss, hidden_size=backbone.hidden_size),
                         optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.scheduler),
-                        init=instantiate(cfg.init))
+                        init=instantiate(cfg.init), **accepted_by(cfg.task, getattr(datamodule, "task_inputs", dict)()))
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     callbacks = {name: instantiate(c) for name, c in (cfg.get("callbacks") or {}).items()}
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=list(callbacks.values()))
@@ -53,9 +76,14 @@ def train(cfg: DictConfig, results: dict) -> None:
         results["steps"] = trainer.global_step
         results["final_validation"] = metrics_of([{k: v for k, v in trainer.callback_metrics.items()
                                                    if k.startswith("val/")}])
-    if cfg.test:
-        ckpt = "best" if results.get("best") else None
+    ckpt = "best" if results.get("best") else None
+    if cfg.test and getattr(datamodule, "test_labelled", True):
         results["test"] = metrics_of(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt))
+    elif cfg.test:
+        log.info("the test split of data=%s has no labels: not scored (predict=true writes its predictions)",
+                 datamodule.name)
+    if cfg.predict:
+        results["predictions"] = predict(trainer, model, datamodule, cfg.paths.output_dir, ckpt)
     if "throughput" in callbacks:
         results["throughput"] = callbacks["throughput"].summary()
 

@@ -17,6 +17,14 @@ class SplitFilesDataModule(L.LightningDataModule):
     """One file per split (train/valid/test). Subclasses read a split (`read_split`), turn it into a
     Dataset of token ids (`tokenize_split`) and pad a batch (`collate`).
 
+    What a subclass may add for its task and for `predict=true`:
+        test_labelled: False when the test file has no labels (CLUE's submission sets): run.py then skips
+            trainer.test and only predicts it.
+        task_inputs(): what the task needs to know of the data (e.g. {"num_labels": 15}); run.py passes
+            the keys the task's constructor names.
+        write_predictions(split, predictions, folder): turn the task's predict_step outputs (one dict per
+            example, with the example's position in the split as "index") into prediction files.
+
     Args:
         name: the dataset's name, used in messages and results.
         paths: split name -> file path; `.xz`/`.gz` versions are found too.
@@ -34,6 +42,20 @@ class SplitFilesDataModule(L.LightningDataModule):
         self.train_limit, self.num_workers, self.cache_dir = train_limit, num_workers, cache_dir
         self.tokenizer, self.text_prefix = None, ""
         self.datasets: dict[str, Dataset] = {}
+
+    test_labelled = True
+    prediction_splits = ("valid", "test")
+
+    def task_inputs(self) -> dict:
+        return {}
+
+    def write_predictions(self, split: str, predictions: list[dict], folder: Path) -> list[Path]:
+        """Write the predictions of `split` under `folder`; returns the files written."""
+        raise NotImplementedError(f"data={self.name} does not write prediction files")
+
+    @property
+    def writes_predictions(self) -> bool:
+        return type(self).write_predictions is not SplitFilesDataModule.write_predictions
 
     def require(self, splits) -> None:
         """Fail now, naming the files looked for, if any of `splits` is not on disk."""
@@ -62,8 +84,16 @@ class SplitFilesDataModule(L.LightningDataModule):
         if self.tokenizer is None:
             raise RuntimeError(f"{type(self).__name__}.set_tokenizer(...) must be called before setup")
         for split in SPLITS_OF_STAGE[stage]:
-            if split not in self.datasets:
-                self.datasets[split] = self.tokenize_split(split)
+            self.dataset(split)
+
+    def dataset(self, split: str) -> Dataset:
+        """The tokenized split, built on first use."""
+        if split not in self.datasets:
+            self.datasets[split] = self.tokenize_split(split)
+        return self.datasets[split]
+
+    def has_split(self, split: str) -> bool:
+        return split in self.paths and find_file(self.paths[split]) is not None
 
     def read_split(self, split: str):
         raise NotImplementedError
@@ -90,3 +120,8 @@ class SplitFilesDataModule(L.LightningDataModule):
 
     def predict_dataloader(self):
         return self._loader("test", shuffle=False)
+
+    def loader(self, split: str) -> DataLoader:
+        """An evaluation loader (file order, no shuffling) of any split, e.g. for predictions on valid."""
+        self.dataset(split)
+        return self._loader(split, shuffle=False)

@@ -102,9 +102,13 @@ def flatten(cfg: DictConfig) -> dict:
     return out
 
 
-def instantiate_with(node: DictConfig, **available):
-    """Instantiate `node`, passing those of `available` that its target accepts and the config leaves unset."""
+def accepted_by(node: DictConfig, available: dict) -> dict:
+    """Those of `available` that `node`'s target names as parameters and the config leaves unset."""
     target = instantiate({"_target_": "hydra.utils.get_object", "path": node._target_})
     params = inspect.signature(target).parameters
-    extra = {k: v for k, v in available.items() if k in params and k not in node}
-    return instantiate(node, **extra)
+    return {k: v for k, v in available.items() if k in params and k not in node}
+
+
+def instantiate_with(node: DictConfig, **available):
+    """Instantiate `node`, passing those of `available` that its target accepts and the config leaves unset."""
+    return instantiate(node, **accepted_by(node, available))
