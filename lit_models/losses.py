@@ -31,7 +31,12 @@ class CoSENTLoss(nn.Module):
         super().__init__()
         self.scale = scale
 
-    def forward(self, u: torch.Tensor, v: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, u: torch.Tensor, v: torch.Tensor | None = None, labels: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """`(u, v, labels)`: pair embeddings, scored by λ·cos(u, v). `(scores, labels)`: one scalar score per
+        pair, e.g. a cross-encoder's logit, ranked as is (no λ, no activation; kexue.fm/archives/9341)."""
+        if labels is None:
+            return cosent(u.float(), v)
         scores = self.scale * F.cosine_similarity(u.float(), v.float(), dim=-1)
         return cosent(scores, labels)
 
@@ -109,6 +114,34 @@ class TokenCrossEntropy(nn.Module):
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float().flatten(0, -2), labels.flatten(), ignore_index=self.ignore_index,
                                label_smoothing=self.label_smoothing)
+
+
+class CrossEntropyLoss(nn.Module):
+    """Softmax cross-entropy of a classifier, with optional label smoothing ε:
+
+        loss = mean_i [ −(1−ε)·log p_i[y_i] − (ε/C)·Σ_c log p_i[c] ],   p_i = softmax(logits_i)
+
+    `(logits [B, C], labels [B])`; `-inf` logits (options a question does not have) get no probability.
+    A 1-D `scores [B]` is one logit per pair, a cross-encoder's score s: the 2-class softmax over (0, s),
+    so p(similar) = sigmoid(s) and the loss is the 2-class CE of kexue.fm/archives/9341's baseline;
+    graded labels count as similar iff label > label_max / 2 (STS-B: score ≥ 3).
+    """
+
+    def __init__(self, label_smoothing: float = 0.0, label_max: float = 1.0):
+        super().__init__()
+        self.label_smoothing, self.label_max = label_smoothing, label_max
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if logits.ndim == 1:
+            logits = torch.stack([torch.zeros_like(logits), logits], dim=-1)
+            labels = similar(labels, self.label_max)
+        if self.label_smoothing and torch.isinf(logits).any():  # smoothing must not reward absent options
+            log_p = logits.log_softmax(-1).masked_fill(torch.isinf(logits), 0.0)
+            nll = -log_p.gather(-1, labels.long()[:, None]).squeeze(-1)
+            uniform = -log_p.sum(-1) / torch.isfinite(logits).sum(-1)
+            return ((1 - self.label_smoothing) * nll + self.label_smoothing * uniform).mean()
+        return F.cross_entropy(logits, labels.long(), label_smoothing=self.label_smoothing)
 
 
 def similar(labels: torch.Tensor, label_max: float) -> torch.Tensor:
