@@ -426,7 +426,19 @@ def verdict(ranked: list[Group]) -> str:
     if p is None:
         return f"winner: {best}; vs runner-up {_name(second)}: no variance in either group, no test"
     beyond = "beyond noise (p < 0.05)" if p < 0.05 else "within noise (p ≥ 0.05)"
-    return f"winner: {best}; vs runner-up {_name(second)}: Welch's t-test p = {p:.3g}, {beyond}"
+    main = f"winner: {best}; vs runner-up {_name(second)}: Welch's t-test p = {p:.3g}, {beyond}"
+    return main + (f". Every pair: {pairwise(ranked)}" if len(ranked) > 2 else "")
+
+
+def pairwise(ranked: list[Group]) -> str:
+    """Welch's p of every better-ranked group against every worse one, e.g. "cosent > sbert p = 0.03"."""
+    parts = []
+    for i, better in enumerate(ranked):
+        for worse in ranked[i + 1:]:
+            p = welch_p(better.samples, worse.samples) if min(len(better.samples), len(worse.samples)) > 1 else None
+            mark = "n/a" if p is None else f"{p:.3g}" + (" *" if p < 0.05 else "")
+            parts.append(f"{_name(better)} > {_name(worse)} p = {mark}")
+    return "; ".join(parts) + " (* beyond noise, p < 0.05)"
 
 
 def _name(group: Group) -> str:
@@ -434,11 +446,28 @@ def _name(group: Group) -> str:
 
 
 def build_tables(runs: list[Run], metric: str) -> list[Table]:
-    """One table per varying axis, plus the full combinations when several axes vary."""
+    """One table per varying axis, plus the full combinations when several axes vary, plus each axis
+    compared within every setting of the others ("loss | data=bq"): a marginal mean mixes datasets,
+    the question is usually which loss wins on each."""
     axes = varying_axes(runs)
     tables = [group_table(runs, (a,), metric) for a in axes] or [group_table(runs, (), metric)]
     if len(axes) > 1:
         tables.append(group_table(runs, tuple(axes), metric))
+        tables += conditional_tables(runs, axes, metric)
+    return tables
+
+
+def conditional_tables(runs: list[Run], axes: list[str], metric: str) -> list[Table]:
+    tables = []
+    for axis in axes:
+        others = [a for a in axes if a != axis]
+        settings = {}
+        for run in runs:
+            settings.setdefault(tuple(axis_value(run, a) for a in others), []).append(run)
+        for setting in sorted(settings, key=lambda values: [_natural(v) for v in values]):
+            table = group_table(settings[setting], (axis,), metric)
+            table.title = f"{axis} | " + ", ".join(f"{a}={v}" for a, v in zip(others, setting))
+            tables.append(table)
     return tables
 
 

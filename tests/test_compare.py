@@ -108,7 +108,7 @@ def test_failed_and_killed_runs_are_rows_with_their_error(sweep):
     axis = table(report, "data.files.train")
     assert {g.values[0]: (g.stats.n, g.failed) for g in axis.groups} == {
         "STS-B.train.data": (4, 1), "missing.data": (0, 1)}
-    assert [t.title for t in report.tables] == ["loss", "data.files.train", "loss × data.files.train"]
+    assert [t.title for t in report.tables][:3] == ["loss", "data.files.train", "loss × data.files.train"]
     out = sweep / "report-failed"
     proc = compare(str(sweep / "outputs"), "--out", str(out))
     markdown = (out / "report.md").read_text()
@@ -134,7 +134,13 @@ def test_two_axes_give_marginal_tables_and_the_combinations(tmp_path):
                     "test": {"test/spearman": value}}))
     report = build_report([str(tmp_path)])
     assert varying_axes(report.runs) == ["loss", "optimizer.lr"]
-    assert [t.title for t in report.tables] == ["loss", "optimizer.lr", "loss × optimizer.lr"]
+    assert [t.title for t in report.tables] == [
+        "loss", "optimizer.lr", "loss × optimizer.lr", "loss | optimizer.lr=1e-3", "loss | optimizer.lr=3e-3",
+        "optimizer.lr | loss=cosent", "optimizer.lr | loss=sbert"]
+    within = table(report, "loss | optimizer.lr=3e-3")
+    assert [g.samples for g in within.groups] == [[values["cosent", "3e-3", s] for s in (1, 2, 3)],
+                                                  [values["sbert", "3e-3", s] for s in (1, 2, 3)]]
+    assert within.winner.values == ("cosent",)
     for title, position in (("loss", 0), ("optimizer.lr", 1)):
         for group in table(report, title).groups:
             expected = [v for key, v in values.items() if key[position] == group.values[0]]
@@ -156,6 +162,21 @@ def test_statistics_equal_scipy_on_hand_made_numbers():
     assert welch_p(a, b) == pytest.approx(stats.ttest_ind(a, b, equal_var=False).pvalue)
     assert describe([0.5]).sd is None and describe([0.5]).ci is None and describe([]).mean is None
     assert welch_p([0.5], b) is None and welch_p([0.5, 0.5], [0.5, 0.5]) is None
+
+
+def test_three_groups_get_every_pair_tested(tmp_path):
+    samples = {"cosent": [0.81, 0.80, 0.82], "cosine_mse": [0.79, 0.78, 0.80], "sbert": [0.70, 0.74, 0.72]}
+    for loss, values in samples.items():
+        for seed, value in enumerate(values, start=1):
+            folder = tmp_path / f"{loss}-{seed}"
+            folder.mkdir()
+            (folder / "results.json").write_text(json.dumps({
+                "status": "completed", "choices": {"loss": loss}, "seed": seed, "overrides": [f"seed={seed}"],
+                "test": {"test/spearman": value}}))
+    verdict = table(build_report([str(tmp_path)]), "loss").verdict
+    for better, worse in (("cosent", "cosine_mse"), ("cosent", "sbert"), ("cosine_mse", "sbert")):
+        p = stats.ttest_ind(samples[better], samples[worse], equal_var=False).pvalue
+        assert f"{better} > {worse} p = {p:.3g}" in verdict
 
 
 def test_verdicts_say_not_enough_runs_and_follow_the_metric_direction(tmp_path):
@@ -296,7 +317,8 @@ def test_html_report_renders_in_headless_chromium_with_table_and_plot(sweep, tmp
         mean_sd = f"{fmt(group.stats.mean)} ± {fmt(group.stats.sd)}"
         assert f"<td>{group.values[0]}</td><td>2</td><td>{group.failed}</td><td>{mean_sd}</td>" in dom
     images = re.findall(r"<img [^>]*src=\"data:image/png;base64,([^\"]+)\"", dom)
-    assert len(images) == len(report.tables)
+    plots = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", (out / "report.md").read_text())
+    assert len(images) == len(plots) >= 1 and len(set(plots)) == len(plots)  # one per table with curves
     width, height = png_size(base64.b64decode(images[0]))
     assert width >= 300 and height >= 200
     assert not re.search(r"(src|href)=\"(?!data:)", dom)  # nothing external
