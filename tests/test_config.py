@@ -12,7 +12,7 @@ GROUPS = ["task", "data", "backbone", "loss", "optimizer", "scheduler", "init", 
 
 
 def choices(group):
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+    return sorted(str(p.relative_to(CONF_DIR / group).with_suffix("")) for p in (CONF_DIR / group).rglob("*.yaml"))
 
 
 @pytest.mark.parametrize("group, choice", [(g, c) for g in GROUPS for c in choices(g)])
@@ -31,9 +31,23 @@ def test_every_group_of_the_defaults_list_has_choices():
 def test_experiment_pins_the_posts_protocol():
     cfg = compose_config("experiment=cosent_vs_sbert", "data=stsb", "backbone=pretrained")
     assert cfg.optimizer.lr == 2e-5 and cfg.data.batch_size == 32 and cfg.trainer.max_epochs == 5
-    assert cfg.data.max_length == 64 and cfg.loss.scale == 20.0
+    assert cfg.data.max_length == 64 and cfg.loss.scale == 20.0 and cfg.experiment_name == "cosent_vs_sbert"
     assert compose_config("experiment=cosent_vs_sbert", "data=pawsx").data.max_length == 128
     assert compose_config("experiment=cosent_vs_sbert", "loss=sbert").loss._target_.endswith("SBERTLoss")
+
+
+@pytest.mark.parametrize("name, task, data, loss", [
+    ("afqmc", "Classifier", "afqmc", "CrossEntropyLoss"), ("wsc", "Classifier", "wsc", "CrossEntropyLoss"),
+    ("cluener", "GlobalPointerTask", "cluener", "MultilabelCategoricalCrossEntropy"),
+    ("c3", "MultipleChoice", "c3", "CrossEntropyLoss")])
+def test_clue_experiments_pin_task_data_loss_and_the_posts_optimizer(name, task, data, loss):
+    cfg = compose_config(f"experiment=clue/{name}")
+    assert cfg.task._target_.endswith(task) and cfg.data.name == data and cfg.loss._target_.endswith(loss)
+    assert cfg.optimizer._target_.endswith("Adafactor") and cfg.optimizer.lr == 5e-4 and cfg.optimizer.scale_parameter
+    assert cfg.data.batch_size == 32 and cfg.trainer.max_epochs == 10 and cfg.backbone.name_or_path
+    # the experiment's keys win over conf/config.yaml's own
+    assert cfg.experiment_name == "clue_baseline" and cfg.predict is True
+    assert compose_config(f"experiment=clue/{name}", "predict=false").predict is False
 
 
 def test_optimizer_lr_follows_the_backbone_unless_set():
