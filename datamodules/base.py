@@ -10,7 +10,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules.files import MissingSplitError, candidates, find_file
 
-SPLITS_OF_STAGE = {"fit": ("train", "valid"), "validate": ("valid",), "test": ("test",), "predict": ("test",)}
+SPLITS_OF_STAGE = {"fit": ("train", "valid"), "validate": ("valid",), "test": ("test",), "predict": ()}
+# predict: nothing up front; `loader(split)` tokenizes the split asked for (run.py predicts valid and test)
 
 
 class SplitFilesDataModule(L.LightningDataModule):
@@ -119,7 +120,7 @@ class SplitFilesDataModule(L.LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def predict_dataloader(self):
-        return self._loader("test", shuffle=False)
+        return self.loader("test")
 
     def loader(self, split: str) -> DataLoader:
         """An evaluation loader (file order, no shuffling) of any split, e.g. for predictions on valid."""
