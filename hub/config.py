@@ -13,13 +13,23 @@ AXES = ("task", "data", "backbone", "loss", "optimizer", "scheduler", "init", "a
         "experiment")
 
 # What each `task=` works with; a task missing from a table takes any choice of that group.
+STS_DATA = ("stsb_sample", "stsb", "atec", "bq", "lcqmc", "pawsx")
+CLUE_CLASSIFICATION = ("afqmc", "tnews", "iflytek", "ocnli", "cmnli", "csl", "wsc")
 TASK_LOSSES = {
     "bi_encoder": ("cosent", "sbert", "cosine_mse", "infonce", "flatnce"),
+    "cross_encoder": ("cosent", "cross_entropy"),
+    "classifier": ("cross_entropy",),
+    "global_pointer": ("multilabel_ce",),
+    "multiple_choice": ("cross_entropy",),
     "masked_lm": ("lm",),
     "dialogue_lm": ("lm",),
 }
 TASK_DATA = {
-    "bi_encoder": ("stsb_sample", "stsb", "atec", "bq", "lcqmc", "pawsx"),
+    "bi_encoder": STS_DATA,
+    "cross_encoder": (*STS_DATA, "afqmc"),
+    "classifier": CLUE_CLASSIFICATION,
+    "global_pointer": ("cluener", "cmrc2018"),
+    "multiple_choice": ("c3", "chid"),
     "masked_lm": ("corpus",),
     "dialogue_lm": ("lccc", "lccc_toy"),
 }
