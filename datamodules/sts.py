@@ -2,18 +2,26 @@
 
 Files are the senteval_cn form used by the CoSENT experiments (kexue.fm/archives/8847, 8321):
 one pair per line, `sentence1<TAB>sentence2<TAB>label`, the label 0/1 or an STS-B score 0-5.
+A pair is encoded for a bi-encoder (each sentence on its own) or for a cross-encoder (both in one
+sequence, kexue.fm/archives/8860, 9341): `encoding: separate | joint`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+import hashlib
+import json
+import os
+
 import torch
 from torch.utils.data import Dataset
 
 from datamodules.base import SplitFilesDataModule
 from datamodules.files import DataFormatError, file_digest, numbered_lines
-from datamodules.tokenized import cached_token_ids
+from datamodules.tokenized import CACHE_FORMAT, cached_token_ids, tokenizer_fingerprint
+
+ENCODINGS = ("separate", "joint")
 
 
 @dataclass
@@ -66,6 +74,53 @@ class TokenizedPairs(Dataset):
         return self.first[i], self.second[i], self.labels[i]
 
 
+class JointPairs(Dataset):
+    """Each pair as one token sequence; an item is (position in the split, input ids, token type ids, label)."""
+
+    def __init__(self, input_ids: list[list[int]], token_type_ids: list[list[int]] | None, labels: list[float]):
+        self.input_ids, self.token_type_ids, self.labels = input_ids, token_type_ids, labels
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return i, self.input_ids[i], self.token_type_ids[i] if self.token_type_ids else None, self.labels[i]
+
+
+def encode_pairs(tokenizer, first: list[str], second: list[str], max_length: int, prefix: str = "",
+                 chunk: int = 8192) -> dict[str, list[list[int]]]:
+    """The tokenizer's pair encoding ([CLS] a [SEP] b [SEP] for BERT), the longer side truncated first.
+
+    `prefix` goes before the first sentence only. Returns input_ids, plus token_type_ids when the tokenizer
+    gives them."""
+    encoded: dict[str, list[list[int]]] = {"input_ids": [], "token_type_ids": []}
+    for start in range(0, len(first), chunk):
+        batch = tokenizer([prefix + text for text in first[start:start + chunk]], list(second[start:start + chunk]),
+                          max_length=max_length, truncation="longest_first")
+        for name in encoded:
+            encoded[name].extend(batch.get(name, []))
+    return {name: ids for name, ids in encoded.items() if ids}
+
+
+def cached_pair_ids(cache_dir: str | Path | None, key: dict, first: list[str], second: list[str], tokenizer,
+                    max_length: int, prefix: str = "") -> dict[str, list[list[int]]]:
+    """`encode_pairs`, kept in `cache_dir` under the digest of `key` + tokenizer + max length + prefix."""
+    if cache_dir is None:
+        return encode_pairs(tokenizer, first, second, max_length, prefix)
+    full_key = dict(key, tokenizer=tokenizer_fingerprint(tokenizer), max_length=max_length, prefix=prefix,
+                    format=CACHE_FORMAT)
+    digest = hashlib.sha256(json.dumps(full_key, sort_keys=True).encode()).hexdigest()[:24]
+    path = Path(cache_dir) / f"{digest}.pt"
+    if path.is_file():
+        return torch.load(path, weights_only=True)
+    encoded = encode_pairs(tokenizer, first, second, max_length, prefix)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(encoded, tmp)
+    os.replace(tmp, path)  # atomic: parallel runs never read a half-written cache file
+    return encoded
+
+
 def pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     length = max(map(len, sequences))
     ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
@@ -77,10 +132,15 @@ def pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
 
 
 class STSDataModule(SplitFilesDataModule):
-    """Sentence pairs with a similarity label, each sentence tokenized on its own (for bi-encoders).
+    """Sentence pairs with a similarity label.
 
-    A batch holds `input_ids`/`attention_mask` of shape [2B, L] (the B first sentences, then the B second
-    ones), padded to the longest sentence of the batch, and `labels` [B] as floats.
+    encoding="separate" (bi-encoders): each sentence tokenized on its own; a batch holds `input_ids`/
+    `attention_mask` of shape [2B, L] (the B first sentences, then the B second ones), padded to the longest
+    sentence of the batch, and `labels` [B] as floats.
+    encoding="joint" (cross-encoders): each pair as one sequence, the tokenizer's pair encoding
+    ([CLS] a [SEP] b [SEP], at most max_length tokens, the longer sentence truncated first); a batch holds
+    `input_ids`/`attention_mask` [B, L], `token_type_ids` [B, L] when the tokenizer gives them, `labels` [B]
+    as floats and `index` [B], each pair's position in the split.
 
     Args:
         name: the dataset's name, used in messages and results.
@@ -90,28 +150,51 @@ class STSDataModule(SplitFilesDataModule):
         source: where the official files are published, quoted when a split is missing.
         train_limit: keep only the first N training pairs (file order).
         cache_dir: where token ids are kept between runs (None: tokenize every time).
+        encoding: "separate" or "joint", see above; the task's YAML decides (`task.input_format`).
     """
 
     def __init__(self, name: str, root: str, files: dict[str, str], label_max: float, source: str,
                  max_length: int = 64, batch_size: int = 32, eval_batch_size: int | None = None,
-                 train_limit: int | None = None, num_workers: int = 0, cache_dir: str | None = None):
+                 train_limit: int | None = None, num_workers: int = 0, cache_dir: str | None = None,
+                 encoding: str = "separate"):
+        if encoding not in ENCODINGS:
+            raise ValueError(f"data.encoding must be one of {ENCODINGS}, got {encoding!r}")
         super().__init__(name, {split: Path(root) / file for split, file in files.items()}, source, max_length,
                          batch_size, eval_batch_size, train_limit, num_workers, cache_dir)
-        self.label_max = label_max
+        self.label_max, self.encoding = label_max, encoding
+
+    def task_inputs(self) -> dict:
+        return {"label_max": self.label_max}
 
     def read_split(self, split: str) -> Pairs:
         pairs = read_pairs(self.file_of(split), self.label_max)
         return Pairs(*(self.limit(split, column) for column in (pairs.first, pairs.second, pairs.labels)))
 
-    def tokenize_split(self, split: str) -> TokenizedPairs:
+    def tokenize_split(self, split: str) -> TokenizedPairs | JointPairs:
         pairs = self.read_split(split)
-        key = {"file": file_digest(self.file_of(split)), "train_limit": self.train_limit if split == "train" else None}
+        key = {"file": file_digest(self.file_of(split)), "train_limit": self.train_limit if split == "train" else None,
+               "encoding": self.encoding}
+        if self.encoding == "joint":
+            ids = cached_pair_ids(self.cache_dir, key, pairs.first, pairs.second, self.tokenizer, self.max_length,
+                                  self.text_prefix)
+            return JointPairs(ids["input_ids"], ids.get("token_type_ids"), pairs.labels)
         ids = cached_token_ids(self.cache_dir, key, {"first": pairs.first, "second": pairs.second},
                                self.tokenizer, self.max_length, self.text_prefix)
         return TokenizedPairs(ids["first"], ids["second"], pairs.labels)
 
     def collate(self, batch) -> dict[str, torch.Tensor]:
+        if self.encoding == "joint":
+            return self.collate_joint(batch)
         first, second, labels = zip(*batch)
         input_ids, attention_mask = pad(list(first) + list(second), self.tokenizer.pad_token_id)
         return {"input_ids": input_ids, "attention_mask": attention_mask,
                 "labels": torch.tensor(labels, dtype=torch.float32)}
+
+    def collate_joint(self, batch) -> dict[str, torch.Tensor]:
+        index, input_ids, token_type_ids, labels = zip(*batch)
+        input_ids, attention_mask = pad(list(input_ids), self.tokenizer.pad_token_id)
+        out = {"input_ids": input_ids, "attention_mask": attention_mask,
+               "labels": torch.tensor(labels, dtype=torch.float32), "index": torch.tensor(index, dtype=torch.long)}
+        if token_type_ids[0] is not None:
+            out["token_type_ids"] = pad(list(token_type_ids), self.tokenizer.pad_token_type_id)[0]
+        return out

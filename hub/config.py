@@ -19,7 +19,7 @@ TASK_LOSSES = {
     "bi_encoder": ("cosent", "sbert", "cosine_mse", "infonce", "flatnce"),
     "cross_encoder": ("cosent", "cross_entropy"),
     "classifier": ("cross_entropy",),
-    "global_pointer": ("multilabel_ce",),
+    "global_pointer": ("multilabel_ce", "cross_entropy"),   # cross_entropy: span extraction (cmrc2018) only
     "multiple_choice": ("cross_entropy",),
     "masked_lm": ("lm",),
     "dialogue_lm": ("lm",),
