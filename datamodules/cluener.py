@@ -1,0 +1,257 @@
+"""CLUENER2020 (github.com/CLUEbenchmark/CLUENER2020) for GlobalPointer NER (kexue.fm/archives/8373, 8739).
+
+Each line of the official files is a JSON object {"text": ..., "label": {type: {entity: [[start, end], ...]}}},
+`end` inclusive (text[start:end + 1] == entity); the test file has {"id", "text"} and no label. Ten types,
+in the fixed order `ENTITY_TYPES` (type index = position).
+
+Character spans become token spans through the fast tokenizer's offset mapping, so any tokenizer works: the
+character-level bert-base-chinese one, or e5's SentencePiece, whose pieces may join several characters
+("球队") and whose "query: " prefix shifts every offset. A gold entity whose first or last character falls
+inside a token (or beyond max_length) has no token span: it is counted (`unmapped`, logged), is no training
+target, and still counts as a gold entity, missed, in evaluation. The helpers here (`fast_tokenizer`,
+`text_offsets`, `cached`) serve datamodules/cmrc2018.py too.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.utils.data import Dataset
+
+from datamodules.base import SplitFilesDataModule
+from datamodules.files import DataFormatError, file_digest, numbered_lines
+from datamodules.tokenized import tokenizer_fingerprint
+
+log = logging.getLogger(__name__)
+ENTITY_TYPES = ("address", "book", "company", "game", "government", "movie", "name", "organization", "position",
+                "scene")
+PREDICTION_FILE = "cluener_predict.json"
+CACHE_FORMAT = 2
+
+
+def fast_tokenizer(tokenizer):
+    """`tokenizer` when it is a fast (Rust) one, which gives character offsets; else the fast tokenizer loaded
+    from the same files, checked to have the same vocabulary, so token ids stay those of the backbone."""
+    if tokenizer.is_fast:
+        return tokenizer
+    from transformers import AutoTokenizer
+
+    fast = AutoTokenizer.from_pretrained(tokenizer.name_or_path, use_fast=True)
+    if not fast.is_fast or fast.get_vocab() != tokenizer.get_vocab():
+        raise ValueError(f"no fast tokenizer with the vocabulary of {tokenizer.name_or_path}: span tasks need "
+                         f"character offsets (return_offsets_mapping)")
+    return fast
+
+
+def text_offsets(offsets: list, special: list[int], text: str, shift: int) -> list[list[int]]:
+    """Each token's characters [start, end) in `text[shift:]`, whitespace trimmed; [-1, -1] for a token that
+    covers no character of its own: a special token, a token of the prefix `text[:shift]`, a whitespace-only
+    piece, or a piece starting where the next one starts (SentencePiece's lone "▁" before a text's first word
+    carries the offsets of that word's first character)."""
+    spans = []
+    for (start, end), is_special in zip(offsets, special):
+        while start < end and text[start].isspace():
+            start += 1
+        while end > start and text[end - 1].isspace():
+            end -= 1
+        spans.append([start - shift, end - shift] if not is_special and start < end and start >= shift else [-1, -1])
+    for t in range(len(spans) - 1):
+        if spans[t][0] >= 0 and spans[t][0] == spans[t + 1][0]:
+            spans[t] = [-1, -1]
+    return spans
+
+
+def encode_texts(tokenizer, texts: list[str], max_length: int, prefix: str = "",
+                 special_tokens: bool = True) -> dict[str, list]:
+    """Token ids of `prefix + text` (truncated to max_length) and their `text_offsets` in each text."""
+    ids, offsets = [], []
+    for start in range(0, len(texts), 4096):
+        chunk = [prefix + text for text in texts[start:start + 4096]]
+        encoded = tokenizer(chunk, max_length=max_length, truncation=True, add_special_tokens=special_tokens,
+                            return_offsets_mapping=True, return_special_tokens_mask=True)
+        ids += encoded["input_ids"]
+        offsets += [text_offsets(o, s, text, len(prefix)) for o, s, text in
+                    zip(encoded["offset_mapping"], encoded["special_tokens_mask"], chunk)]
+    return {"input_ids": ids, "offsets": offsets}
+
+
+def cached(cache_dir: str | Path | None, key: dict, tokenizer, build: Callable[[], dict]) -> dict:
+    """`build()` (lists of ints), kept in `cache_dir` under a digest of `key` and the tokenizer."""
+    if cache_dir is None:
+        return build()
+    full_key = dict(key, tokenizer=tokenizer_fingerprint(tokenizer), format=CACHE_FORMAT)
+    digest = hashlib.sha256(json.dumps(full_key, sort_keys=True).encode()).hexdigest()[:24]
+    path = Path(cache_dir) / f"{digest}.pt"
+    if path.is_file():
+        log.info("token ids from cache %s", path)
+        return torch.load(path, weights_only=True)
+    value = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(value, tmp)
+    os.replace(tmp, path)  # atomic: parallel runs never read a half-written cache file
+    return value
+
+
+def token_span(offsets: list[list[int]], first: int, last: int) -> tuple[int, int] | None:
+    """Tokens (i, j) whose characters are exactly first…last (inclusive); None when a boundary falls inside a
+    token or the span was truncated away."""
+    starts = {start: t for t, (start, _) in enumerate(offsets) if start >= 0}
+    ends = {end: t for t, (_, end) in enumerate(offsets) if end >= 0}
+    i, j = starts.get(first), ends.get(last + 1)
+    return (i, j) if i is not None and j is not None and i <= j else None
+
+
+def parse_label(label, text: str, where: str) -> tuple[tuple[int, int, int], ...]:
+    """(type index, first char, last char) of every entity of a CLUENER `label`, checked against the text."""
+    if not isinstance(label, dict):
+        raise DataFormatError(f"{where}: \"label\" must be an object {{type: {{entity: [[start, end]]}}}}")
+    spans = set()
+    for kind, entities in label.items():
+        if kind not in ENTITY_TYPES:
+            raise DataFormatError(f"{where}: unknown entity type {kind!r} (CLUENER types: {', '.join(ENTITY_TYPES)})")
+        if not isinstance(entities, dict):
+            raise DataFormatError(f"{where}: label[{kind!r}] must be an object {{entity: [[start, end]]}}")
+        for entity, positions in entities.items():
+            for position in positions if isinstance(positions, list) else [positions]:
+                if not (isinstance(position, list) and len(position) == 2 and all(type(p) is int for p in position)
+                        and 0 <= position[0] <= position[1] < len(text)):
+                    raise DataFormatError(f"{where}: {kind} {entity!r}: {position!r} is not [start, end] with "
+                                          f"0 <= start <= end < {len(text)}")
+                first, last = position
+                if text[first:last + 1] != entity:
+                    raise DataFormatError(f"{where}: {kind} span [{first}, {last}] is {text[first:last + 1]!r} "
+                                          f"in the text, not {entity!r}")
+                spans.add((ENTITY_TYPES.index(kind), first, last))
+    return tuple(sorted(spans))
+
+
+def read_cluener(path: Path) -> list[dict]:
+    """Examples {"text", "entities": ((type, first, last), ...), "id"} of a CLUENER JSON-lines file."""
+    examples = []
+    for number, line in numbered_lines(path):
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataFormatError(f"{where}: invalid JSON: {error.msg}") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str) or not record["text"]:
+            raise DataFormatError(f"{where}: expected an object with a non-empty \"text\"")
+        entities = parse_label(record.get("label", {}), record["text"], where)
+        examples.append({"text": record["text"], "entities": entities, "id": record.get("id")})
+    return examples
+
+
+def label_of(text: str, entities) -> dict:
+    """CLUENER's label object {type: {entity text: [[first, last], ...]}} of (type, first, last) triples."""
+    label: dict = {}
+    for kind, first, last in sorted(entities, key=lambda e: (e[0], e[1], e[2])):
+        label.setdefault(ENTITY_TYPES[kind], {}).setdefault(text[first:last + 1], []).append([first, last])
+    return label
+
+
+class Examples(Dataset):
+    def __init__(self, examples: list[dict]):
+        self.examples = examples
+
+    def __len__(self):
+        return len(self.examples)
+
+    def __getitem__(self, i):
+        return self.examples[i]
+
+
+class CLUENERDataModule(SplitFilesDataModule):
+    """CLUENER2020 as GlobalPointer inputs (batch layout in lit_models/global_pointer.py).
+
+    The test file is CLUE's unlabelled submission set: predict=true writes `cluener_predict.json`, one line
+    {"id", "label"} per test text (the leaderboard's file); dev predictions go to dev/cluener_predict.json,
+    with "text" and the "gold" label added.
+
+    Args:
+        name: the dataset's name, used in messages.
+        root: the folder holding the files; `files` entries are relative to it.
+        files: split name (train/valid/test) -> file; `.xz`/`.gz` versions are found too.
+        source: where the official files are published, quoted when a split is missing.
+        max_length: tokens per text, special tokens included (CLUENER texts have at most 50 characters).
+        train_limit: keep only the first N training texts (file order).
+        cache_dir: where token ids are kept between runs (None: tokenize every time).
+    """
+
+    test_labelled = False
+
+    def __init__(self, name: str, root: str, files: dict[str, str], source: str, max_length: int = 128,
+                 batch_size: int = 32, eval_batch_size: int | None = None, train_limit: int | None = None,
+                 num_workers: int = 0, cache_dir: str | None = None):
+        super().__init__(name, {split: Path(root) / file for split, file in files.items()}, source, max_length,
+                         batch_size, eval_batch_size, train_limit, num_workers, cache_dir)
+        self.unmapped: dict[str, int] = {}
+
+    def task_inputs(self) -> dict:
+        return {"entity_types": list(ENTITY_TYPES), "span_extraction": False}
+
+    def read_split(self, split: str) -> list[dict]:
+        return self.limit(split, read_cluener(self.file_of(split)))
+
+    def tokenize_split(self, split: str) -> Examples:
+        examples = self.read_split(split)
+        tokenizer = fast_tokenizer(self.tokenizer)
+        key = {"file": file_digest(self.file_of(split)), "train_limit": self.train_limit if split == "train" else None,
+               "max_length": self.max_length, "prefix": self.text_prefix, "kind": "cluener"}
+        encoded = cached(self.cache_dir, key, tokenizer, lambda: encode_texts(
+            tokenizer, [e["text"] for e in examples], self.max_length, self.text_prefix))
+        items, unmapped = [], 0
+        for index, (example, ids, offsets) in enumerate(zip(examples, encoded["input_ids"], encoded["offsets"])):
+            spans = [(kind, token_span(offsets, first, last)) for kind, first, last in example["entities"]]
+            unmapped += sum(span is None for _, span in spans)
+            items.append({"index": index, "input_ids": ids, "offsets": offsets, "gold": example["entities"],
+                          "labels": [(kind, *span) for kind, span in spans if span is not None]})
+        self.unmapped[split] = unmapped
+        if unmapped:
+            total = sum(len(e["entities"]) for e in examples)
+            log.warning("%s %s: %d of %d gold entities have a boundary inside a token (or past max_length=%d); "
+                        "they are no training targets and count as missed", self.name, split, unmapped, total,
+                        self.max_length)
+        return Examples(items)
+
+    def collate(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        length = max(len(item["input_ids"]) for item in items)
+        size = (len(items), length)
+        batch = {"input_ids": torch.full(size, self.tokenizer.pad_token_id, dtype=torch.long),
+                 "attention_mask": torch.zeros(size, dtype=torch.long),
+                 "offsets": torch.full(size + (2,), -1, dtype=torch.long),
+                 "labels": torch.zeros((len(items), len(ENTITY_TYPES), length, length), dtype=torch.bool),
+                 "index": torch.tensor([item["index"] for item in items])}
+        for row, item in enumerate(items):
+            n = len(item["input_ids"])
+            batch["input_ids"][row, :n] = torch.tensor(item["input_ids"])
+            batch["attention_mask"][row, :n] = 1
+            batch["offsets"][row, :n] = torch.tensor(item["offsets"])
+            for kind, i, j in item["labels"]:
+                batch["labels"][row, kind, i, j] = True
+        batch["span_mask"] = batch["offsets"][..., 0] >= 0
+        gold = [[row, *entity] for row, item in enumerate(items) for entity in item["gold"]]
+        batch["gold_spans"] = torch.tensor(gold, dtype=torch.long).reshape(-1, 4)
+        return batch
+
+    def write_predictions(self, split: str, predictions: list[dict], folder: Path) -> list[Path]:
+        examples = self.read_split(split)
+        found = {p["index"]: p["entities"] for p in predictions}  # DDP pads with repeats: keep one per index
+        missing = [i for i in range(len(examples)) if i not in found]
+        if missing:
+            raise ValueError(f"{self.name} {split}: no prediction for {len(missing)} examples (first: {missing[:5]})")
+        path = folder / PREDICTION_FILE if split == "test" else folder / "dev" / PREDICTION_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            for index, example in enumerate(examples):
+                record = {"id": index if example["id"] is None else example["id"],
+                          "label": label_of(example["text"], found[index])}
+                if split != "test":
+                    record |= {"text": example["text"], "gold": label_of(example["text"], example["entities"])}
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        return [path]

@@ -1,0 +1,261 @@
+"""task=global_pointer: GlobalPointer span scoring for NER (CLUENER) and extractive reading comprehension (CMRC 2018).
+
+GlobalPointer (kexue.fm/archives/8373) scores every token pair (i, j), i ≤ j, as "tokens i…j form an entity of
+type α", so nested and flat entities are decoded alike: every span with s_α(i, j) > 0. Efficient GlobalPointer
+(kexue.fm/archives/8877) shares the pair scoring between types and adds a cheap per-type term. The CLUE
+baselines (kexue.fm/archives/8739) use it for CLUENER and, with a single type, for CMRC 2018: each window of a
+long context scores its best span, a window without the answer points to (0, 0) = [CLS], and the question's
+answer is the best-scoring span over its windows.
+
+Batches (datamodules/cluener.py, datamodules/cmrc2018.py) hold, besides input_ids/attention_mask:
+    span_mask [B, L]: tokens that may begin or end a span (text tokens; for CMRC also the [CLS] of "no answer");
+    offsets [B, L, 2]: each token's characters [start, end) in the text or context (−1: none);
+    NER: labels [B, T, L, L] (gold token spans), gold_spans [N, 4] (example, type, first char, last char) —
+        every gold entity, also those no token span matches, so that they count as missed;
+    CMRC: labels [R, 2] (start, end token of the answer in each window, (0, 0) when it is not inside),
+        question [R] (which question of the batch a window belongs to), contexts and answers (strings).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from lit_models.base import TaskModule
+from lit_models.init import initialize
+from lit_models.losses import CrossEntropyLoss
+from lit_models.nn.positions import RotaryEmbedding
+from lit_models.span_metrics import CMRCScore, EntityF1, unique_rows
+
+# "−∞" that stays finite: e^NEG = 0 in float32, and −NEG (a masked gold span in the loss) does not overflow.
+NEG = -1e12
+
+
+def mask_spans(scores: torch.Tensor, span_mask: torch.Tensor) -> torch.Tensor:
+    """scores [B, T, L, L] set to NEG where i > j (lower triangle) or where token i or j is not in span_mask."""
+    length = scores.shape[-1]
+    upper = torch.ones(length, length, dtype=torch.bool, device=scores.device).triu()
+    valid = span_mask[:, None, :, None] & span_mask[:, None, None, :] & upper
+    return scores.masked_fill(~valid, NEG)
+
+
+class GlobalPointer(nn.Module):
+    """GlobalPointer (kexue.fm/archives/8373): per type α, q_{i,α} = W_{q,α} h_i + b, k_{i,α} = W_{k,α} h_i + b,
+
+        s_α(i, j) = (R_i q_{i,α})ᵀ (R_j k_{j,α}) / √d,      d = head_size,
+
+    R_i the RoPE rotation of position i, which puts the relative position j − i into the score (the post: F1
+    drops by 30+ points without it); the 1/√d is bert4keras's. One Dense gives [q_α; k_α] of every type.
+    """
+
+    def __init__(self, hidden_size: int, num_types: int, head_size: int = 64):
+        super().__init__()
+        self.num_types, self.head_size = num_types, head_size
+        self.dense = nn.Linear(hidden_size, num_types * 2 * head_size)
+        self.rope = RotaryEmbedding(head_size)
+
+    def forward(self, hidden: torch.Tensor, span_mask: torch.Tensor) -> torch.Tensor:
+        """hidden [B, L, H], span_mask [B, L] (bool) → float32 scores [B, T, L, L]."""
+        batch, length, _ = hidden.shape
+        qk = self.dense(hidden).float().view(batch, length, self.num_types, 2, self.head_size)
+        q, k = (self.rope(x.transpose(1, 2)) for x in qk.unbind(3))           # [B, T, L, d] each
+        return mask_spans(q @ k.transpose(-1, -2) / math.sqrt(self.head_size), span_mask.bool())
+
+
+class EfficientGlobalPointer(nn.Module):
+    """Efficient GlobalPointer (kexue.fm/archives/8877): q, k shared by all types, a per-type term w_α ∈ R^{4d}:
+
+        s_α(i, j) = (R_i q_i)ᵀ (R_j k_j) / √d + w_αᵀ [q_i; k_i; q_j; k_j]
+
+    As in bert4keras: one Dense h → 2d gives q (even dims) and k (odd dims); a second Dense of the un-rotated
+    [q; k] gives 2 numbers per type, halved: the odd one, the start term, is added at row i, the even one,
+    the end term, at column j. A new type costs 4d + 2 parameters instead of 2·(H + 1)·d.
+    """
+
+    def __init__(self, hidden_size: int, num_types: int, head_size: int = 64):
+        super().__init__()
+        self.num_types, self.head_size = num_types, head_size
+        self.dense = nn.Linear(hidden_size, 2 * head_size)
+        self.type_dense = nn.Linear(2 * head_size, 2 * num_types)
+        self.rope = RotaryEmbedding(head_size)
+
+    def forward(self, hidden: torch.Tensor, span_mask: torch.Tensor) -> torch.Tensor:
+        """hidden [B, L, H], span_mask [B, L] (bool) → float32 scores [B, T, L, L]."""
+        qk = self.dense(hidden)                                                 # [B, L, 2d]
+        terms = self.type_dense(qk).float().transpose(1, 2) / 2                 # [B, 2T, L]
+        qk = qk.float()
+        q, k = self.rope(qk[..., 0::2]), self.rope(qk[..., 1::2])
+        pairs = q @ k.transpose(-1, -2) / math.sqrt(self.head_size)            # [B, L, L]
+        scores = pairs[:, None] + terms[:, 1::2, :, None] + terms[:, 0::2, None, :]
+        return mask_spans(scores, span_mask.bool())
+
+
+HEADS = {"global_pointer": GlobalPointer, "efficient_global_pointer": EfficientGlobalPointer}
+
+
+class MultilabelCategoricalCrossEntropy(nn.Module):
+    """Softmax cross-entropy generalized to several target classes (kexue.fm/archives/7359), the GlobalPointer
+    loss of kexue.fm/archives/8373. Per type α, with P_α its gold spans and Q_α every other span:
+
+        loss_α = log(1 + Σ_{(i,j)∈P_α} e^{−s_α(i,j)}) + log(1 + Σ_{(i,j)∈Q_α} e^{s_α(i,j)})
+
+    It pushes gold scores above 0 and all others below, so decoding is s > 0, and it does not drown the few
+    positives among the n(n+1)/2 candidates. Takes `(scores, targets)` of one shape: [N, C] (each row one
+    problem over C classes) or [B, T, L, L] (each (example, type) one problem over its L×L spans); targets
+    are 0/1. Masked spans carry a score of −1e12 and add e^{−1e12} = 0. Returns the mean over problems.
+    """
+
+    def forward(self, scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        scores = scores.float().flatten(start_dim=min(2, scores.ndim - 1))
+        positive = targets.reshape(scores.shape).bool()
+        zero = scores.new_zeros(scores.shape[:-1] + (1,))
+        negatives = scores.masked_fill(positive, float("-inf"))
+        positives = (-scores).masked_fill(~positive, float("-inf"))
+        return (torch.logsumexp(torch.cat([zero, negatives], -1), -1)
+                + torch.logsumexp(torch.cat([zero, positives], -1), -1)).mean()
+
+
+def entity_spans(scores: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Decoded entities [N, 4] = (example, type, first char, last char): every span with s_α(i, j) > 0."""
+    example, kind, first, last = (scores > 0).nonzero(as_tuple=True)
+    spans = torch.stack([example, kind, offsets[example, first, 0], offsets[example, last, 1] - 1], dim=1)
+    return unique_rows(spans)
+
+
+def best_window_spans(scores: torch.Tensor, span_mask: torch.Tensor, max_tokens: int | None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per window, the best answer span (score, start, end) over i ≤ j < i + max_tokens, [CLS] (position 0,
+    "no answer here") excluded; scores [R, 1, L, L] as masked by the head."""
+    scores = scores[:, 0]
+    length = scores.shape[-1]
+    allowed = span_mask.bool().clone()
+    allowed[:, 0] = False
+    band = torch.ones(length, length, dtype=torch.bool, device=scores.device).triu()
+    if max_tokens:
+        band &= ~band.triu(diagonal=max_tokens)
+    valid = allowed[:, :, None] & allowed[:, None, :] & band
+    best, where = scores.masked_fill(~valid, float("-inf")).flatten(1).max(dim=1)
+    return best, where // length, where % length
+
+
+class GlobalPointerTask(TaskModule):
+    """GlobalPointer head on the backbone's last hidden states, in one of two modes the data decides:
+
+    NER (data=cluener; `entity_types` its types): spans with s > 0 are the entities; `val/precision`,
+    `val/recall`, `val/f1` are entity-level (exact (type, first char, last char) match, 8373), computed in
+    characters against every gold entity, so a gold span no token span matches counts as missed.
+    Loss: loss=multilabel_ce.
+
+    Span extraction (data=cmrc2018; `span_extraction` true, one type "answer"): the answer of a window is its
+    best span over context tokens no longer than `max_answer_tokens`; a question's answer is the best-scoring
+    span over its windows, mapped to characters of the context; `val/em`, `val/f1` are the official CMRC 2018
+    scores (lit_models/span_metrics.py). Loss: loss=multilabel_ce (one gold span per window, (0, 0) = [CLS]
+    when the answer is not inside), or loss=cross_entropy: a softmax over all spans of the window, which is
+    what the post's CMRC 2018 code trains with.
+
+    Args:
+        head: global_pointer (8373) | efficient_global_pointer (8877).
+        head_size: d of q and k (64 in the posts).
+        entity_types: the types' names, from the data.
+        span_extraction: CMRC mode, from the data.
+        max_answer_tokens: longest answer decoded, in tokens (null: any length; the post's code sets none); 64
+            keeps 99.7% of the CMRC 2018 dev references in bert-base-chinese tokens (the longest has 85), where
+            30, a common SQuAD choice, would keep 94%.
+    """
+
+    def __init__(self, *, backbone: nn.Module, loss: nn.Module, init, head: str = "global_pointer",
+                 head_size: int = 64, entity_types: list[str] | None = None, span_extraction: bool = False,
+                 max_answer_tokens: int | None = 64, **common):
+        if head not in HEADS:
+            raise ValueError(f"task.head must be one of {sorted(HEADS)}, got {head!r}")
+        if not entity_types:
+            raise ValueError("task=global_pointer takes its entity types from the data: use data=cluener|cmrc2018")
+        if span_extraction and len(entity_types) != 1:
+            raise ValueError(f"span extraction scores one span type, got {list(entity_types)}")
+        if not isinstance(loss, (MultilabelCategoricalCrossEntropy, CrossEntropyLoss)):
+            raise ValueError(f"task=global_pointer trains with loss=multilabel_ce (or loss=cross_entropy for "
+                             f"span extraction), got {type(loss).__name__}")
+        if isinstance(loss, CrossEntropyLoss) and not span_extraction:
+            raise ValueError("loss=cross_entropy picks one span per window: it fits span extraction (data=cmrc2018); "
+                             "NER has any number of entities per text, use loss=multilabel_ce")
+        super().__init__(backbone=backbone, loss=loss, init=init, **common)
+        self.head = HEADS[head](backbone.hidden_size, len(entity_types), head_size)
+        initialize(self.head, init)  # built after TaskModule.__init__ drew the other new modules
+        self.entity_types, self.span_extraction = list(entity_types), span_extraction
+        self.max_answer_tokens = max_answer_tokens
+        self.save_hyperparameters({"head": head, "head_size": head_size, "entity_types": self.entity_types,
+                                   "span_extraction": span_extraction, "max_answer_tokens": max_answer_tokens,
+                                   "monitor": self.monitor, "monitor_mode": self.monitor_mode})
+        metric = CMRCScore if span_extraction else EntityF1
+        self.val_metric, self.test_metric = metric(), metric()
+
+    def forward(self, batch) -> torch.Tensor:
+        """Masked span scores [B, T, L, L] (float32)."""
+        hidden = self.backbone(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))[-1]
+        return self.head(hidden, batch["span_mask"])
+
+    def loss_of(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """NER: labels are the gold spans [B, T, L, L]. Span extraction: labels [R, 2], each window's gold span."""
+        if not self.span_extraction:
+            return self.loss(scores, labels)
+        length = scores.shape[-1]
+        if isinstance(self.loss, CrossEntropyLoss):  # one class per span (i, j), numbered i·L + j
+            return self.loss(scores[:, 0].flatten(1), labels[:, 0] * length + labels[:, 1])
+        targets = torch.zeros_like(scores, dtype=torch.bool)
+        targets[torch.arange(len(labels), device=labels.device), 0, labels[:, 0], labels[:, 1]] = True
+        return self.loss(scores, targets)
+
+    def training_step(self, batch, batch_idx):
+        loss = self.loss_of(self(batch), batch["labels"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
+        return loss
+
+    def question_answers(self, batch, scores: torch.Tensor) -> list[tuple[int, int, float]]:
+        """Per question of the batch: (first char, end char) of its best span over its windows, and its score."""
+        best, start, end = best_window_spans(scores, batch["span_mask"], self.max_answer_tokens)
+        answers = []
+        for question in range(len(batch["index"])):
+            rows = (batch["question"] == question).nonzero().squeeze(1)
+            row = rows[best[rows].argmax()]
+            offsets = batch["offsets"][row]
+            answers.append((int(offsets[start[row], 0]), int(offsets[end[row], 1]), float(best[row])))
+        return answers
+
+    def _evaluate(self, batch, metric) -> None:
+        scores = self(batch)
+        if self.span_extraction:
+            texts = [context[first:end] for context, (first, end, _) in
+                     zip(batch["contexts"], self.question_answers(batch, scores))]
+            metric.update(texts, batch["answers"])
+        else:
+            metric.update(entity_spans(scores, batch["offsets"]), batch["gold_spans"])
+
+    def _log_metric(self, metric, stage: str) -> None:
+        self.log_dict({f"{stage}/{name}": value for name, value in metric.compute().items()}, prog_bar=True)
+        metric.reset()
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch, self.val_metric)
+
+    def on_validation_epoch_end(self):
+        self._log_metric(self.val_metric, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate(batch, self.test_metric)
+
+    def on_test_epoch_end(self):
+        self._log_metric(self.test_metric, "test")
+
+    def predict_step(self, batch, batch_idx) -> list[dict]:
+        """One dict per example: "index" and, for NER, "entities" [[type, first char, last char], …];
+        for span extraction, the answer's characters "start", "end" (exclusive) and its "score"."""
+        scores = self(batch)
+        indices = batch["index"].tolist()
+        if self.span_extraction:
+            return [{"index": index, "start": first, "end": end, "score": score}
+                    for index, (first, end, score) in zip(indices, self.question_answers(batch, scores))]
+        entities = [[] for _ in indices]
+        for example, kind, first, last in entity_spans(scores, batch["offsets"]).tolist():
+            entities[example].append([kind, first, last])
+        return [{"index": index, "entities": found} for index, found in zip(indices, entities)]

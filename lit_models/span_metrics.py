@@ -1,0 +1,147 @@
+"""Span metrics: entity-level P/R/F1 for NER (kexue.fm/archives/8373) and the official CMRC 2018 EM/F1.
+
+CMRC 2018 is scored as its official script (ymcui/cmrc2018, squad-style-data/cmrc2018_evaluate.py, "v5 -
+special") defines it, re-implemented here from that definition:
+
+- normalization: lowercase, strip surrounding whitespace;
+- punctuation: the script's list `PUNCTUATION` (ASCII - : _ * ^ / \\ ~ ` + = and Chinese ，。：？！“”；’《》·、「」（）－～『』).
+  The list also holds "……" (two characters); the script compares it with single characters, so it never
+  matches and "…" is not removed. We keep that behaviour, to score as the script does;
+- mixed segmentation: each Chinese character (U+4E00–U+9FA5) and each punctuation mark is a segment of its own;
+  the runs of other characters between them are split into words by nltk's word_tokenize in the script,
+  here by `latin_words` (runs of letters/digits, numbers like 3.14 and 1,000 kept whole, any other symbol
+  alone), which agrees with it on the text of CMRC answers;
+- F1 of a prediction against one reference: with the punctuation removed from both segmentations, L = the
+  length of their longest common *contiguous* run of segments (the script's `find_lcs` is the longest common
+  substring), precision = L / |prediction|, recall = L / |reference|, F1 = 2PR / (P + R), 0 when L = 0;
+  a question's F1 is the maximum over its references;
+- EM: 1 when the prediction equals some reference once both are normalized and stripped of punctuation.
+The official script prints 100 × the means; we log the means in [0, 1], like every other metric here.
+"""
+from __future__ import annotations
+
+import re
+
+import torch
+from torchmetrics import Metric
+
+PUNCTUATION = frozenset(['-', ':', '_', '*', '^', '/', '\\', '~', '`', '+', '=',
+                         '，', '。', '：', '？', '！', '“', '”', '；', '’', '《', '》', '……', '·', '、',
+                         '「', '」', '（', '）', '－', '～', '『', '』'])
+CHINESE_CHARACTER = re.compile(r"[\u4e00-\u9fa5]")
+LATIN_WORD = re.compile(r"[^\W_]+(?:[.,][^\W_]+)*|\S")
+
+
+def latin_words(text: str) -> list[str]:
+    """Words of a run of non-Chinese text: letters/digits (with an inner . or , as in 3.14 and 1,000), or one
+    other symbol each; whitespace separates words and is dropped."""
+    return LATIN_WORD.findall(text)
+
+
+def mixed_segmentation(text: str, remove_punctuation: bool = False) -> list[str]:
+    """Chinese characters and punctuation one by one, other runs as words (official CMRC 2018 definition)."""
+    segments, run = [], ""
+    for char in str(text).lower().strip():
+        if remove_punctuation and char in PUNCTUATION:
+            continue
+        if CHINESE_CHARACTER.match(char) or char in PUNCTUATION:
+            segments += latin_words(run)
+            run = ""
+            segments.append(char)
+        else:
+            run += char
+    return segments + latin_words(run)
+
+
+def without_punctuation(text: str) -> str:
+    """Lowercased, stripped, with every character of `PUNCTUATION` removed (what EM compares)."""
+    return "".join(char for char in str(text).lower().strip() if char not in PUNCTUATION)
+
+
+def longest_common_run(a: list[str], b: list[str]) -> int:
+    """Length of the longest contiguous run of segments that `a` and `b` share (longest common substring)."""
+    best, previous = 0, [0] * (len(b) + 1)
+    for x in a:
+        current = [0] * (len(b) + 1)
+        for j, y in enumerate(b):
+            if x == y:
+                current[j + 1] = previous[j] + 1
+                best = max(best, current[j + 1])
+        previous = current
+    return best
+
+
+def cmrc_f1(prediction: str, references: list[str]) -> float:
+    """max over references of 2PR/(P+R), P = L/|prediction segments|, R = L/|reference segments|."""
+    predicted = mixed_segmentation(prediction, remove_punctuation=True)
+    scores = [0.0]
+    for reference in references:
+        gold = mixed_segmentation(reference, remove_punctuation=True)
+        common = longest_common_run(gold, predicted)
+        if common:
+            precision, recall = common / len(predicted), common / len(gold)
+            scores.append(2 * precision * recall / (precision + recall))
+    return max(scores)
+
+
+def cmrc_em(prediction: str, references: list[str]) -> float:
+    """1.0 when the prediction equals a reference up to case, surrounding whitespace and punctuation."""
+    predicted = without_punctuation(prediction)
+    return float(any(without_punctuation(reference) == predicted for reference in references))
+
+
+class CMRCScore(Metric):
+    """Official CMRC 2018 EM and F1, averaged over questions. Sum states, so it reduces under DDP."""
+
+    full_state_update = False
+
+    def __init__(self):
+        super().__init__()
+        for name in ("em", "f1", "questions"):
+            self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, predictions: list[str], references: list[list[str]]) -> None:
+        if len(predictions) != len(references):
+            raise ValueError(f"{len(predictions)} predictions for {len(references)} reference lists")
+        self.em += sum(cmrc_em(p, r) for p, r in zip(predictions, references))
+        self.f1 += sum(cmrc_f1(p, r) for p, r in zip(predictions, references))
+        self.questions += len(predictions)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        questions = self.questions.clamp(min=1)
+        return {"em": (self.em / questions).float(), "f1": (self.f1 / questions).float()}
+
+
+class EntityF1(Metric):
+    """Entity-level precision, recall and F1 (kexue.fm/archives/8373): an entity counts as found only when its
+    (example, type, start, end) all match a gold one.
+
+        P = |pred ∩ gold| / |pred|,   R = |pred ∩ gold| / |gold|,   F1 = 2|pred ∩ gold| / (|pred| + |gold|)
+
+    `update` takes [N, 4] long tensors of (example, type, start, end); duplicate rows count once. Sum states,
+    so the counts add up over batches and DDP ranks before P/R/F1 are taken.
+    """
+
+    full_state_update = False
+
+    def __init__(self):
+        super().__init__()
+        for name in ("found", "predicted", "gold"):
+            self.add_state(name, default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, predicted: torch.Tensor, gold: torch.Tensor) -> None:
+        predicted, gold = unique_rows(predicted), unique_rows(gold)
+        both = unique_rows(torch.cat([predicted, gold]))
+        self.found += len(predicted) + len(gold) - len(both)
+        self.predicted += len(predicted)
+        self.gold += len(gold)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        found = self.found.double()
+        return {"precision": (found / self.predicted.clamp(min=1)).float(),
+                "recall": (found / self.gold.clamp(min=1)).float(),
+                "f1": (2 * found / (self.predicted + self.gold).clamp(min=1)).float()}
+
+
+def unique_rows(spans: torch.Tensor) -> torch.Tensor:
+    return torch.unique(spans.reshape(-1, 4), dim=0)
