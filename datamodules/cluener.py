@@ -13,19 +13,16 @@ target, and still counts as a gold entity, missed, in evaluation. The helpers he
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.utils.data import Dataset
 
 from datamodules.base import SplitFilesDataModule
 from datamodules.files import DataFormatError, file_digest, numbered_lines
-from datamodules.tokenized import tokenizer_fingerprint
+from datamodules.tokenized import cached
 
 log = logging.getLogger(__name__)
 ENTITY_TYPES = ("address", "book", "company", "game", "government", "movie", "name", "organization", "position",
@@ -79,23 +76,6 @@ def encode_texts(tokenizer, texts: list[str], max_length: int, prefix: str = "",
                     zip(encoded["offset_mapping"], encoded["special_tokens_mask"], chunk)]
     return {"input_ids": ids, "offsets": offsets}
 
-
-def cached(cache_dir: str | Path | None, key: dict, tokenizer, build: Callable[[], dict]) -> dict:
-    """`build()` (lists of ints), kept in `cache_dir` under a digest of `key` and the tokenizer."""
-    if cache_dir is None:
-        return build()
-    full_key = dict(key, tokenizer=tokenizer_fingerprint(tokenizer), format=CACHE_FORMAT)
-    digest = hashlib.sha256(json.dumps(full_key, sort_keys=True).encode()).hexdigest()[:24]
-    path = Path(cache_dir) / f"{digest}.pt"
-    if path.is_file():
-        log.info("token ids from cache %s", path)
-        return torch.load(path, weights_only=True)
-    value = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(value, tmp)
-    os.replace(tmp, path)  # atomic: parallel runs never read a half-written cache file
-    return value
 
 
 def token_span(offsets: list[list[int]], first: int, last: int) -> tuple[int, int] | None:

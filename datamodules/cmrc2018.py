@@ -26,7 +26,8 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.base import SplitFilesDataModule
-from datamodules.cluener import cached, encode_texts, fast_tokenizer
+from datamodules.cluener import encode_texts, fast_tokenizer
+from datamodules.tokenized import cached
 from datamodules.files import DataFormatError, file_digest, open_text
 from lit_models.span_metrics import cmrc_em, cmrc_f1
 

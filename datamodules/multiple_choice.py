@@ -36,22 +36,22 @@ questions in row-major order, `choice_mask` [B, num_choices] (True where an opti
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import torch
 from torch.utils.data import Dataset
 
 from datamodules.base import SplitFilesDataModule
 from datamodules.files import (DataFormatError, MissingSplitError, candidates, file_digest, find_file,
-                               numbered_lines, open_text)
-from datamodules.tokenized import tokenizer_fingerprint
+                               open_text)
+from datamodules.clue import read_json_lines, write_json_lines
+from datamodules.sts import pad
+from datamodules.tokenized import cached
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
@@ -102,16 +102,6 @@ def load_json(path: Path):
             raise DataFormatError(f"{path}:{error.lineno}: invalid JSON: {error.msg}") from None
 
 
-def json_lines(path: Path) -> Iterable[tuple[int, dict]]:
-    for number, line in numbered_lines(path):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataFormatError(f"{path}:{number}: invalid JSON: {error.msg}") from None
-        if not isinstance(record, dict):
-            raise DataFormatError(f"{path}:{number}: expected a JSON object, got {line[:120]!r}")
-        yield number, record
-
 
 def is_text_list(value, min_length: int = 1, max_length: int | None = None) -> bool:
     return (isinstance(value, list) and min_length <= len(value) <= (max_length or len(value))
@@ -157,7 +147,7 @@ def c3_question(entry, where: str, labelled: bool, max_options: int) -> tuple[st
 def read_official_chid(path: Path, answers: dict | None, num_candidates: int, distinct: bool) -> list[Blank]:
     """Every blank of an official CHID file; `answers` maps each #idiomNNNNNN# to its candidate index."""
     blanks = []
-    for group, (number, record) in enumerate(json_lines(path)):
+    for group, (number, record) in enumerate(read_json_lines(path)):
         where = f"{path}:{number}"
         if not (is_text_list(record.get("candidates"), num_candidates, num_candidates)
                 and isinstance(record.get("content"), list) and record["content"]
@@ -197,7 +187,7 @@ def check_distinct(blanks: list[Blank], where: str, distinct: bool) -> None:
 def read_fewclue_chid(path: Path, labelled: bool, num_candidates: int) -> list[Blank]:
     """FewCLUE's chid: one #idiom# blank per line, its candidates and (when labelled) its answer index."""
     blanks = []
-    for group, (number, record) in enumerate(json_lines(path)):
+    for group, (number, record) in enumerate(read_json_lines(path)):
         content, answer = record.get("content"), record.get("answer", UNLABELLED)
         if not (is_text_list(record.get("candidates"), num_candidates, num_candidates) and isinstance(content, str)
                 and content.count(FEWCLUE_BLANK) == 1 and "id" in record):
@@ -260,32 +250,6 @@ def vocabulary_token(tokenizer, tokens: Sequence[str]) -> int:
                      f"vocabulary; add a token it has (a rare symbol, or an unused token)")
 
 
-def pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    length = max(map(len, sequences))
-    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), length), dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        ids[row, :len(sequence)] = torch.tensor(sequence, dtype=torch.long)
-        mask[row, :len(sequence)] = 1
-    return ids, mask
-
-
-def cached(cache_dir: str | None, key: dict, tokenizer, build: Callable[[], dict]) -> dict:
-    """`build()`, kept in `cache_dir` under a digest of `key` and the tokenizer (as datamodules/tokenized.py)."""
-    if cache_dir is None:
-        return build()
-    full_key = dict(key, tokenizer=tokenizer_fingerprint(tokenizer), format=CACHE_FORMAT)
-    digest = hashlib.sha256(json.dumps(full_key, sort_keys=True).encode()).hexdigest()[:24]
-    path = Path(cache_dir) / f"{digest}.pt"
-    if path.is_file():
-        log.info("token ids from cache %s", path)
-        return torch.load(path, weights_only=True)
-    value = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(value, tmp)
-    os.replace(tmp, path)  # atomic: parallel runs never read a half-written cache file
-    return value
 
 
 class MultipleChoiceDataModule(SplitFilesDataModule):
@@ -385,12 +349,6 @@ class MultipleChoiceDataModule(SplitFilesDataModule):
     def write_split(self, items: list, choices: list[int], folder: Path, with_gold: bool) -> list[Path]:
         raise NotImplementedError
 
-
-def write_json_lines(path: Path, rows: Iterable[dict]) -> Path:
-    with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return path
 
 
 class C3DataModule(MultipleChoiceDataModule):

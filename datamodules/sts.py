@@ -10,16 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import hashlib
-import json
-import os
-
 import torch
 from torch.utils.data import Dataset
 
 from datamodules.base import SplitFilesDataModule
 from datamodules.files import DataFormatError, file_digest, numbered_lines
-from datamodules.tokenized import CACHE_FORMAT, cached_token_ids, tokenizer_fingerprint
+from datamodules.tokenized import cached, cached_token_ids
 
 ENCODINGS = ("separate", "joint")
 
@@ -105,20 +101,8 @@ def encode_pairs(tokenizer, first: list[str], second: list[str], max_length: int
 def cached_pair_ids(cache_dir: str | Path | None, key: dict, first: list[str], second: list[str], tokenizer,
                     max_length: int, prefix: str = "") -> dict[str, list[list[int]]]:
     """`encode_pairs`, kept in `cache_dir` under the digest of `key` + tokenizer + max length + prefix."""
-    if cache_dir is None:
-        return encode_pairs(tokenizer, first, second, max_length, prefix)
-    full_key = dict(key, tokenizer=tokenizer_fingerprint(tokenizer), max_length=max_length, prefix=prefix,
-                    format=CACHE_FORMAT)
-    digest = hashlib.sha256(json.dumps(full_key, sort_keys=True).encode()).hexdigest()[:24]
-    path = Path(cache_dir) / f"{digest}.pt"
-    if path.is_file():
-        return torch.load(path, weights_only=True)
-    encoded = encode_pairs(tokenizer, first, second, max_length, prefix)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(encoded, tmp)
-    os.replace(tmp, path)  # atomic: parallel runs never read a half-written cache file
-    return encoded
+    return cached(cache_dir, dict(key, max_length=max_length, prefix=prefix), tokenizer,
+                  lambda: encode_pairs(tokenizer, first, second, max_length, prefix))
 
 
 def pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,7 +6,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -35,24 +35,30 @@ def tokenize(tokenizer, texts: Sequence[str], max_length: int, prefix: str = "",
     return ids
 
 
+def cached(cache_dir: str | Path | None, key: dict, tokenizer, build: Callable[[], dict]) -> dict:
+    """`build()` (token ids and the like: lists, ints, tensors), kept in `cache_dir` under a digest of `key`
+    and the tokenizer, so a split is tokenized once per file content, tokenizer and settings."""
+    if cache_dir is None:
+        return build()
+    full_key = dict(key, tokenizer=tokenizer_fingerprint(tokenizer), format=CACHE_FORMAT)
+    digest = hashlib.sha256(json.dumps(full_key, sort_keys=True).encode()).hexdigest()[:24]
+    path = Path(cache_dir) / f"{digest}.pt"
+    if path.is_file():
+        log.info("token ids from cache %s", path)
+        return torch.load(path, weights_only=True)
+    value = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save(value, tmp)
+    os.replace(tmp, path)  # atomic: parallel runs never read a half-written cache file
+    return value
+
+
 def cached_token_ids(cache_dir: str | Path | None, key: dict, columns: dict[str, Sequence[str]], tokenizer,
                      max_length: int, prefix: str = "") -> dict[str, list[list[int]]]:
     """Token ids of each text column, loaded from `cache_dir` when `key` (plus the tokenizer) was seen before."""
     def build():
         return {name: tokenize(tokenizer, texts, max_length, prefix) for name, texts in columns.items()}
 
-    if cache_dir is None:
-        return build()
-    full_key = dict(key, tokenizer=tokenizer_fingerprint(tokenizer), max_length=max_length, prefix=prefix,
-                    columns=sorted(columns), format=CACHE_FORMAT)
-    digest = hashlib.sha256(json.dumps(full_key, sort_keys=True).encode()).hexdigest()[:24]
-    path = Path(cache_dir) / f"{digest}.pt"
-    if path.is_file():
-        log.info("token ids from cache %s", path)
-        return torch.load(path, weights_only=True)
-    ids = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(ids, tmp)
-    os.replace(tmp, path)  # atomic: parallel runs never read a half-written cache file
-    return ids
+    return cached(cache_dir, dict(key, max_length=max_length, prefix=prefix, columns=sorted(columns)), tokenizer,
+                  build)
