@@ -50,6 +50,12 @@ def test_clue_experiments_pin_task_data_loss_and_the_posts_optimizer(name, task,
     assert compose_config(f"experiment=clue/{name}", "predict=false").predict is False
 
 
+def test_clue_baseline_alone_is_afqmc_and_takes_another_classification_task():
+    cfg = compose_config("experiment=clue_baseline")
+    assert cfg.task._target_.endswith("Classifier") and cfg.data.name == "afqmc" and cfg.predict is True
+    assert compose_config("experiment=clue_baseline", "data=tnews").data.name == "tnews"
+
+
 def test_optimizer_lr_follows_the_backbone_unless_set():
     assert compose_config("backbone=pretrained").optimizer.lr == 2e-5
     assert compose_config("backbone=scratch_tiny").optimizer.lr == 1e-3
