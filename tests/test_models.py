@@ -85,6 +85,29 @@ def test_biases_and_norms_get_no_weight_decay(scratch):
     assert sum(len(g["params"]) for g in (decayed, biases, gains)) == len(list(model.parameters()))
 
 
+def test_head_lr_scale_multiplies_the_lr_of_the_new_head_only_and_the_schedule_keeps_it(scratch):
+    from functools import partial
+
+    from lit_models.classifier import Classifier
+
+    model = Classifier(backbone=scratch, loss=nn.CrossEntropyLoss(), num_labels=3, init=bert, head_lr_scale=20.0,
+                       optimizer=partial(torch.optim.AdamW, lr=1e-3), monitor="val/accuracy",
+                       scheduler=partial(linear_warmup, warmup_ratio=0.5))
+    model.trainer = type("T", (), {"estimated_stepping_batches": 10})()
+    config = model.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    head = {id(p) for p in model.head.parameters()}
+    for group in optimizer.param_groups:
+        in_head = {id(p) in head for p in group["params"]}
+        assert len(in_head) == 1  # a group is all head or all backbone
+        assert group["lr"] == pytest.approx((20e-3 if in_head.pop() else 1e-3) * 0.2)  # warmup step 0: 1/5
+    assert sorted(set(scheduler.base_lrs)) == pytest.approx([1e-3, 20e-3])
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+    with pytest.raises(ValueError, match="head_lr_scale must be > 0"):
+        Classifier(backbone=scratch, loss=nn.CrossEntropyLoss(), num_labels=3, init=bert, head_lr_scale=0,
+                   optimizer=torch.optim.AdamW, scheduler=constant, monitor="val/accuracy")
+
+
 def test_linear_warmup_schedule_values():
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
     sched = linear_warmup(opt, num_training_steps=100, warmup_ratio=0.1)
