@@ -14,17 +14,17 @@ JSON lines; the test files are the leaderboard's unlabelled submission sets, rea
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from torch.utils.data import Dataset
 
 from datamodules.base import SplitFilesDataModule
-from datamodules.files import DataFormatError, MissingSplitError, file_digest, find_file, numbered_lines
+from datamodules.files import (DataFormatError, MissingSplitError, file_digest, find_file, read_json_lines,
+                              write_json_lines)
 from datamodules.tokenized import cached_token_ids
 
 log = logging.getLogger(__name__)
@@ -34,19 +34,6 @@ INPUT_FORMAT = 1      # part of the token cache key: bump when an input builder 
 
 
 # ---------------------------------------------------------------- JSON lines and label files
-
-def read_json_lines(path: Path) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for each non-blank line; a line that is not a JSON object raises
-    DataFormatError `file:line: ...`."""
-    for number, line in numbered_lines(path):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataFormatError(f"{path}:{number}: not valid JSON ({error.msg}): {line[:120]!r}") from None
-        if not isinstance(row, dict):
-            raise DataFormatError(f"{path}:{number}: expected a JSON object, got {line[:120]!r}")
-        yield number, row
-
 
 def label_string(value) -> str:
     """Labels as the submission files spell them: "1", "entailment", "true" (FewCLUE stores 10 for "10")."""
@@ -71,15 +58,6 @@ def read_label_file(path: Path) -> dict[str, str]:
             raise DataFormatError(f"{path}:{number}: label {label!r} is listed twice")
         labels[label] = description
     return labels
-
-
-def write_json_lines(path: Path, rows: list[dict]) -> Path:
-    """One JSON object per line, UTF-8 unescaped (as the CLUE submission files)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return path
 
 
 # ---------------------------------------------------------------- the texts of a row, per task

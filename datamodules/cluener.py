@@ -13,7 +13,6 @@ target, and still counts as a gold entity, missed, in evaluation. The helpers he
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.base import SplitFilesDataModule
-from datamodules.files import DataFormatError, file_digest, numbered_lines
+from datamodules.files import DataFormatError, file_digest, read_json_lines, write_json_lines
 from datamodules.tokenized import cached
 
 log = logging.getLogger(__name__)
@@ -114,13 +113,9 @@ def parse_label(label, text: str, where: str) -> tuple[tuple[int, int, int], ...
 def read_cluener(path: Path) -> list[dict]:
     """Examples {"text", "entities": ((type, first, last), ...), "id"} of a CLUENER JSON-lines file."""
     examples = []
-    for number, line in numbered_lines(path):
+    for number, record in read_json_lines(path):
         where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataFormatError(f"{where}: invalid JSON: {error.msg}") from None
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str) or not record["text"]:
+        if not isinstance(record.get("text"), str) or not record["text"]:
             raise DataFormatError(f"{where}: expected an object with a non-empty \"text\"")
         entities = parse_label(record.get("label", {}), record["text"], where)
         examples.append({"text": record["text"], "entities": entities, "id": record.get("id")})
@@ -225,13 +220,12 @@ class CLUENERDataModule(SplitFilesDataModule):
         missing = [i for i in range(len(examples)) if i not in found]
         if missing:
             raise ValueError(f"{self.name} {split}: no prediction for {len(missing)} examples (first: {missing[:5]})")
-        path = folder / PREDICTION_FILE if split == "test" else folder / "dev" / PREDICTION_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
-            for index, example in enumerate(examples):
-                record = {"id": index if example["id"] is None else example["id"],
-                          "label": label_of(example["text"], found[index])}
-                if split != "test":
-                    record |= {"text": example["text"], "gold": label_of(example["text"], example["entities"])}
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        return [path]
+        rows = []
+        for index, example in enumerate(examples):
+            row = {"id": index if example["id"] is None else example["id"],
+                   "label": label_of(example["text"], found[index])}
+            if split != "test":
+                row |= {"text": example["text"], "gold": label_of(example["text"], example["entities"])}
+            rows.append(row)
+        return [write_json_lines(folder / PREDICTION_FILE if split == "test" else folder / "dev" / PREDICTION_FILE,
+                                 rows)]

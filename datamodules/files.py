@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import lzma
 from pathlib import Path
 from typing import Iterator
@@ -48,3 +49,25 @@ def file_digest(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def read_json_lines(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line; a line that is not a JSON object raises
+    DataFormatError `file:line: ...`."""
+    for number, line in numbered_lines(path):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataFormatError(f"{path}:{number}: not valid JSON ({error.msg}): {line[:120]!r}") from None
+        if not isinstance(row, dict):
+            raise DataFormatError(f"{path}:{number}: expected a JSON object, got {line[:120]!r}")
+        yield number, row
+
+
+def write_json_lines(path: Path, rows: list[dict]) -> Path:
+    """One JSON object per line, UTF-8 unescaped (as the CLUE submission files)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path

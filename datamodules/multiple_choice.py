@@ -48,8 +48,7 @@ from torch.utils.data import Dataset
 
 from datamodules.base import SplitFilesDataModule
 from datamodules.files import (DataFormatError, MissingSplitError, candidates, file_digest, find_file,
-                               open_text)
-from datamodules.clue import read_json_lines, write_json_lines
+                               open_text, read_json_lines, write_json_lines)
 from datamodules.sts import pad
 from datamodules.tokenized import cached
 
