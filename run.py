@@ -42,19 +42,12 @@ def predict(trainer, model, datamodule, folder: str, ckpt_path: str | None) -> l
     return written
 
 
-def train(cfg: DictConfig, results: dict) -> None:
-    import lightning as L
+def build(cfg: DictConfig):
+    """The DataModule (tokenizer set, needed splits checked) and the task module of a composed config."""
     from hydra.utils import instantiate
 
-    for name in ("lightning", "lightning.pytorch"):  # Hydra's handlers (console + run.log) print these once
-        logging.getLogger(name).handlers.clear()
-        logging.getLogger(name).propagate = True
+    from hub.config import ConfigError, accepted_by, instantiate_with
 
-    from hub.config import ConfigError, accepted_by, check_config, flatten, instantiate_with
-    from hub.results import best_checkpoint, metrics_of
-
-    check_config(results["choices"], cfg)
-    L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     if cfg.predict and not getattr(datamodule, "writes_predictions", False):
         raise ConfigError(f"predict=true does not work with data={datamodule.name}: it writes no prediction files")
@@ -64,6 +57,23 @@ def train(cfg: DictConfig, results: dict) -> None:
     model = instantiate(cfg.task, backbone=backbone, loss=instantiate_with(cfg.loss, hidden_size=backbone.hidden_size),
                         optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.scheduler),
                         init=instantiate(cfg.init), **accepted_by(cfg.task, getattr(datamodule, "task_inputs", dict)()))
+    return datamodule, model
+
+
+def train(cfg: DictConfig, results: dict) -> None:
+    import lightning as L
+    from hydra.utils import instantiate
+
+    for name in ("lightning", "lightning.pytorch"):  # Hydra's handlers (console + run.log) print these once
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+
+    from hub.config import check_config, flatten
+    from hub.results import best_checkpoint, metrics_of
+
+    check_config(results["choices"], cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule, model = build(cfg)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     callbacks = {name: instantiate(c) for name, c in (cfg.get("callbacks") or {}).items()}
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=list(callbacks.values()))
