@@ -24,6 +24,8 @@ def code_version() -> str:
 
 
 def _number(value):
+    if value is None:
+        return None
     value = float(value.item() if isinstance(value, torch.Tensor) else value)
     return value if math.isfinite(value) else None
 
