@@ -17,14 +17,16 @@ class Throughput(L.Callback):
 
     `train_time_s` is wall time from each training batch's start to the next one's (data loading, forward,
     backward and optimizer step); `step_time_s` only the part inside the step, so their difference is
-    time spent waiting for data.
+    time spent waiting for data. The first `warmup_batches` batches (CUDA context, kernel selection, allocator
+    growth) are left out of every count, so that a short run measures the steady state.
     """
 
-    def __init__(self):
+    def __init__(self, warmup_batches: int = 0):
+        self.warmup_batches = warmup_batches
         self.reset()
 
     def reset(self):
-        self.examples = self.tokens = 0
+        self.examples = self.tokens = self.batches = 0
         self.train_time_s = self.step_time_s = 0.0
         self._batch_start = self._last_end = None
 
@@ -37,6 +39,10 @@ class Throughput(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         _sync(trainer)
         now = time.perf_counter()
+        self.batches += 1
+        if self.batches <= self.warmup_batches:
+            self._last_end = now
+            return
         self.step_time_s += now - self._batch_start
         self.train_time_s += now - self._last_end
         self._last_end = now
