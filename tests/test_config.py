@@ -36,14 +36,22 @@ def test_experiment_pins_the_posts_protocol():
     assert compose_config("experiment=cosent_vs_sbert", "loss=sbert").loss._target_.endswith("SBERTLoss")
 
 
+ADAMW_RECIPES = {"afqmc": (2e-5, 10), "wsc": (2e-5, 10), "cluener": (1e-4, 20)}  # (encoder lr, head scale)
+
+
 @pytest.mark.parametrize("name, task, data, loss", [
     ("afqmc", "Classifier", "afqmc", "CrossEntropyLoss"), ("wsc", "Classifier", "wsc", "CrossEntropyLoss"),
     ("cluener", "GlobalPointerTask", "cluener", "MultilabelCategoricalCrossEntropy"),
     ("c3", "MultipleChoice", "c3", "CrossEntropyLoss")])
-def test_clue_experiments_pin_task_data_loss_and_the_posts_optimizer(name, task, data, loss):
+def test_clue_experiments_pin_task_data_loss_and_optimizer(name, task, data, loss):
     cfg = compose_config(f"experiment=clue/{name}")
     assert cfg.task._target_.endswith(task) and cfg.data.name == data and cfg.loss._target_.endswith(loss)
-    assert cfg.optimizer._target_.endswith("Adafactor") and cfg.optimizer.lr == 5e-4 and cfg.optimizer.scale_parameter
+    if name in ADAMW_RECIPES:  # the post's AdaFactor left these at the majority class / F1 0 (README)
+        lr, head_scale = ADAMW_RECIPES[name]
+        assert cfg.optimizer._target_.endswith("AdamW") and cfg.optimizer.lr == lr
+        assert cfg.task.head_lr_scale == head_scale
+    else:
+        assert cfg.optimizer._target_.endswith("Adafactor") and cfg.optimizer.lr == 5e-4 and cfg.optimizer.scale_parameter
     assert cfg.data.batch_size == 32 and cfg.trainer.max_epochs == 10 and cfg.backbone.name_or_path
     # the experiment's keys win over conf/config.yaml's own
     assert cfg.experiment_name == "clue_baseline" and cfg.predict is True
