@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.files import MissingSplitError, candidates, find_file
+from datamodules.files import EmptySplitError, MissingSplitError, candidates, find_file
 
 SPLITS_OF_STAGE = {"fit": ("train", "valid"), "validate": ("valid",), "test": ("test",), "predict": ()}
 # predict: nothing up front; `loader(split)` tokenizes the split asked for (run.py predicts valid and test)
@@ -73,6 +73,10 @@ class SplitFilesDataModule(L.LightningDataModule):
         self.require([split])
         return find_file(self.paths[split])
 
+    def files_of(self, split: str) -> list[Path]:
+        """The files a split is read from (one here; C3 and CHID read several)."""
+        return [self.file_of(split)]
+
     def limit(self, split: str, examples):
         return examples[:self.train_limit] if split == "train" and self.train_limit else examples
 
@@ -88,9 +92,15 @@ class SplitFilesDataModule(L.LightningDataModule):
             self.dataset(split)
 
     def dataset(self, split: str) -> Dataset:
-        """The tokenized split, built on first use."""
+        """The tokenized split, built on first use. An empty one fails here, on setup, before any training
+        step: an empty train split would fail deep in torch, an empty valid split would train without
+        ever picking a checkpoint."""
         if split not in self.datasets:
-            self.datasets[split] = self.tokenize_split(split)
+            dataset = self.tokenize_split(split)
+            if len(dataset) == 0:
+                files = ", ".join(str(p) for p in self.files_of(split))
+                raise EmptySplitError(f"{files}: the {split} split of data={self.name} holds no examples")
+            self.datasets[split] = dataset
         return self.datasets[split]
 
     def has_split(self, split: str) -> bool:

@@ -28,7 +28,7 @@ from torch.utils.data import Dataset
 from datamodules.base import SplitFilesDataModule
 from datamodules.cluener import encode_texts, fast_tokenizer
 from datamodules.tokenized import cached
-from datamodules.files import DataFormatError, file_digest, open_text
+from datamodules.files import DataFormatError, file_digest, load_json, read_text
 from lit_models.span_metrics import cmrc_em, cmrc_f1
 
 log = logging.getLogger(__name__)
@@ -53,11 +53,9 @@ def read_cmrc2018(path: Path, labelled: bool) -> tuple[list[dict], dict[str, int
     """Questions {"id", "question", "context", "answers": [(text, start)]} in file order, and the counts of
     answers "realigned" and "not_in_context" (start None: a reference for EM/F1 only). The first answer, the
     training target, must be in the context. Unlabelled (the test file): answers are left empty."""
-    with open_text(path) as f:
-        raw = f.read()
     try:
-        data = json.loads(raw)["data"]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        data = load_json(path)["data"]
+    except (KeyError, TypeError) as error:
         raise DataFormatError(f"{path}: not SQuAD-style JSON {{\"data\": [...]}}: {error}") from None
     questions, counts = [], {"realigned": 0, "not_in_context": 0}
     for article in data:
@@ -66,7 +64,7 @@ def read_cmrc2018(path: Path, labelled: bool) -> tuple[list[dict], dict[str, int
                 try:
                     questions.append(parse_question(qa, paragraph.get("context"), labelled, counts))
                 except ValueError as error:
-                    line = line_of(raw, json.dumps(qa.get("id"), ensure_ascii=False))
+                    line = line_of(read_text(path), json.dumps(qa.get("id"), ensure_ascii=False))
                     raise DataFormatError(f"{path}:{line}: question {qa.get('id')!r}: {error}") from None
     return questions, counts
 

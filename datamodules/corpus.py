@@ -29,7 +29,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from datamodules.files import DataFormatError, MissingSplitError, candidates, file_digest, find_file, numbered_lines
+from datamodules.files import (DataFormatError, EmptySplitError, MissingSplitError, candidates, file_digest,
+                               find_file, numbered_lines)
 from datamodules.lccc import IGNORE_INDEX, join_characters, read_dialogues
 from datamodules.base import SPLITS_OF_STAGE
 from datamodules.sts import pad
@@ -354,18 +355,34 @@ class CorpusDataModule(L.LightningDataModule):
                 "split": split, "max_sentences": self.max_sentences if split == "train" else None}
 
     def setup(self, stage: str) -> None:
-        """Token ids of the stage's splits (cached), sentences with nothing to predict left out; valid/test masked."""
         if self.tokenizer is None:
             raise RuntimeError("CorpusDataModule.set_tokenizer(...) must be called before setup")
         for split in SPLITS_OF_STAGE[stage]:
-            if split in self.datasets:
-                continue
+            self.dataset(split)
+
+    def dataset(self, split: str) -> list:
+        """Token ids of a split (cached), sentences with nothing to predict left out; valid/test masked. An
+        empty split fails here, on setup, before any training step (datamodules/base.py says why)."""
+        if split not in self.datasets:
             sentences = self.read_split(split)
             ids = cached_token_ids(self.cache_dir, self.corpus_key(split), {"text": sentences}, self.tokenizer,
                                    self.max_length, self.text_prefix)["text"]
             special = set(self.special_ids.tolist())
             ids = [row for row in ids if any(t not in special for t in row)]
+            if not ids:
+                raise self.empty_split(split)
             self.datasets[split] = ids if split == "train" else self._mask_once(ids)
+        return self.datasets[split]
+
+    def empty_split(self, split: str) -> EmptySplitError:
+        """The error for a split left without sentences: raised on setup, before any training step."""
+        share = {"valid": self.valid_fraction, "test": self.test_fraction}.get(
+            split, 1 - self.valid_fraction - self.test_fraction)
+        fraction = (f"raise data.{split}_fraction" if split != "train"
+                    else "lower data.valid_fraction + data.test_fraction")
+        files = ", ".join(str(path) for _, path in self.present_files()["sources"]) or "(no source file)"
+        return EmptySplitError(f"{files}: the {split} split of data={self.name} holds no sentences (its share of the "
+                               f"corpus: {share:g}); add text to the sources or {fraction}")
 
     def maskable(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """[B, L] True at the tokens that may be predicted: real tokens that are not special."""

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.base import SplitFilesDataModule
-from datamodules.files import DataFormatError, file_digest, open_text
+from datamodules.files import DataFormatError, file_digest, load_json
 from datamodules.tokenized import cached_token_ids, tokenize
 
 IGNORE_INDEX = -100
@@ -58,11 +58,7 @@ def read_dialogues(path: Path, key: str | None = None) -> list[list[str]]:
 
     Raises DataFormatError naming the file (and line for invalid JSON, the 0-based index for a dialogue
     that is not a list of at least two non-empty strings)."""
-    with open_text(path) as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as error:
-            raise DataFormatError(f"{path}:{error.lineno}: invalid JSON: {error.msg}") from None
+    data = load_json(path)
     where = str(path)
     if isinstance(data, dict):
         if key not in data:

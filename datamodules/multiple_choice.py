@@ -48,7 +48,7 @@ from torch.utils.data import Dataset
 
 from datamodules.base import SplitFilesDataModule
 from datamodules.files import (DataFormatError, MissingSplitError, candidates, file_digest, find_file,
-                               open_text, read_json_lines, write_json_lines)
+                               load_json, read_json_lines, write_json_lines)
 from datamodules.sts import pad
 from datamodules.tokenized import cached
 
@@ -91,15 +91,6 @@ class ChoiceSequences(Dataset):
 
     def __getitem__(self, i):
         return self.options[i], self.labels[i], i, self.groups[i]
-
-
-def load_json(path: Path):
-    with open_text(path) as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as error:
-            raise DataFormatError(f"{path}:{error.lineno}: invalid JSON: {error.msg}") from None
-
 
 
 def is_text_list(value, min_length: int = 1, max_length: int | None = None) -> bool:

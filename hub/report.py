@@ -183,9 +183,26 @@ def wandb_history(view: WandbView) -> list[dict]:
     return [{**row, "step": row.get("trainer/global_step", row.get("_step"))} for row in view.history]
 
 
+def read_results(path: Path) -> dict:
+    """A results.json as a dict; ValueError `file:line:column:` when it is not a JSON object."""
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}:{error.lineno}:{error.colno}: not valid JSON ({error.msg})") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 (byte {error.start})") from None
+    if not isinstance(results, dict):
+        raise ValueError(f"{path}: expected a JSON object, got a {type(results).__name__}")
+    return results
+
+
 def run_from_results(folder: Path) -> Run:
-    """A run folder with results.json (completed or failed)."""
-    results = json.loads((folder / RESULTS_FILE).read_text(encoding="utf-8"))
+    """A run folder with results.json (completed or failed); a corrupt results.json makes a failed run whose
+    error names the file, so one damaged folder does not stop the report."""
+    try:
+        results = read_results(folder / RESULTS_FILE)
+    except ValueError as error:
+        return run_from_hydra(folder, str(error))
     return Run(label=str(folder), status=results.get("status", "failed"), choices=results.get("choices") or {},
                seed=results.get("seed"), overrides=override_axes(results.get("overrides")),
                metrics=results_metrics(results), history=read_csv_history(folder / "csv" / "metrics.csv"),
@@ -210,12 +227,17 @@ def run_without_results(folder: Path) -> Run | None:
     config = run_config(folder.resolve())
     if config is not None and config.get("mode") == "generate":
         return None
+    return run_from_hydra(folder, "no results.json: the run was killed, or is still running")
+
+
+def run_from_hydra(folder: Path, error: str) -> Run:
+    """A failed run as its .hydra/ files describe it (choices, seed, overrides; empty when there are none)."""
+    config = run_config(folder.resolve())
     choices = (((_hydra_file(folder, "hydra.yaml") or {}).get("hydra") or {}).get("runtime") or {}).get("choices") or {}
     return Run(label=str(folder), status="failed", choices={a: choices[a] for a in AXES if choices.get(a)},
                seed=config.get("seed") if config is not None else None,
                overrides=override_axes(_hydra_file(folder, "overrides.yaml")), metrics={},
-               history=read_csv_history(folder / "csv" / "metrics.csv"), folder=folder,
-               error="no results.json: the run was killed, or is still running")
+               history=read_csv_history(folder / "csv" / "metrics.csv"), folder=folder, error=error)
 
 
 def run_from_wandb(view: WandbView) -> Run:

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from compare import main as compare_main
 from hub.config import PROJECT_ROOT
 from hub.report import (build_report, describe, find_runs, fmt, mean_curve, read_wandb_log, table_cells,
                         varying_axes, welch_p)
@@ -203,6 +204,27 @@ def test_a_sweep_where_every_run_failed_still_reports_its_runs(tmp_path):
     assert "2 runs (0 completed, 2 failed)" in proc.stdout
     assert "failed: 1: RuntimeError: boom 1" in proc.stdout and "failed: 2: RuntimeError: boom 2" in proc.stdout
     assert "| 2 | failed | 2 | — | — | RuntimeError: boom 2 |" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.parametrize("corrupt, error", [
+    ('{"status": "completed", "seed": 3,\n "test": {"test/spearman": 0.7',       # cut short: 30 characters on line 2
+     ":2:31: not valid JSON (Expecting ',' delimiter)"),
+    ("[1, 2]", ": expected a JSON object, got a list"),
+])
+def test_a_corrupt_results_json_is_a_failed_run_and_the_report_goes_on(tmp_path, capsys, corrupt, error):
+    for seed, value in ((1, 0.80), (2, 0.82)):
+        (tmp_path / str(seed)).mkdir()
+        (tmp_path / str(seed) / "results.json").write_text(json.dumps({
+            "status": "completed", "choices": {"loss": "cosent"}, "seed": seed, "overrides": [f"seed={seed}"],
+            "test": {"test/spearman": value}}))
+    (tmp_path / "3").mkdir()
+    (tmp_path / "3" / "results.json").write_text(corrupt)
+    assert compare_main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    message = f"{tmp_path / '3' / 'results.json'}{error}"
+    assert "3 runs (2 completed, 1 failed)" in out and f"failed: 3: {message}" in out
+    markdown = (tmp_path / "report.md").read_text()
+    assert "| 3 | failed |" in markdown and message in markdown
 
 
 def test_wandb_offline_run_is_read_from_its_folder_and_agrees_with_results_json(tmp_path):

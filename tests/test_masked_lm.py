@@ -45,8 +45,7 @@ def sample_corpus(tokenizer, **options) -> CorpusDataModule:
 
 def test_masking_selects_15_percent_of_ordinary_tokens_split_80_10_10(tokenizer):
     dm = sample_corpus(tokenizer, valid_fraction=0.0, test_fraction=0.0)
-    dm.setup("fit")
-    rows = dm.datasets["train"]
+    rows = dm.dataset("train")               # no valid split (valid_fraction=0): train only, not setup("fit")
     original, attention_mask = pad(rows, tokenizer.pad_token_id)
     torch.manual_seed(0)
     batch = dm.collate_train(rows)
@@ -124,8 +123,7 @@ def test_whole_word_datamodule_uses_the_segmenter_and_names_jieba_when_missing(t
     pairs = lambda text: [text[i:i + 2] for i in range(0, len(text), 2)]    # "words" of two characters
     monkeypatch.setattr(corpus, "load_segmenter", lambda: pairs)
     dm = sample_corpus(tokenizer, valid_fraction=0.0, test_fraction=0.0, whole_word=True)
-    dm.setup("fit")
-    rows = [row for row in dm.datasets["train"][:300]
+    rows = [row for row in dm.dataset("train")[:300]
             if all(len(t) == 1 and not t.isascii() for t in tokenizer.convert_ids_to_tokens(row)[1:-1])]
     assert len(rows) > 100
     batch = dm.collate_train(rows)
