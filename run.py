@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+import traceback
 from pathlib import Path
 
 import hydra
@@ -69,7 +70,7 @@ def train(cfg: DictConfig, results: dict) -> None:
         logging.getLogger(name).propagate = True
 
     from hub.config import check_config, flatten
-    from hub.results import best_checkpoint, metrics_of
+    from hub.results import metrics_of
 
     check_config(results["choices"], cfg)
     L.seed_everything(cfg.seed, workers=True)
@@ -77,16 +78,19 @@ def train(cfg: DictConfig, results: dict) -> None:
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     callbacks = {name: instantiate(c) for name, c in (cfg.get("callbacks") or {}).items()}
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=list(callbacks.values()))
-    results["loggers"], results["global_zero"] = loggers, trainer.is_global_zero
+    results["loggers"], results["global_zero"], results["trainer"] = loggers, trainer.is_global_zero, trainer
     for logger in loggers:
         logger.log_hyperparams(flatten(cfg))
     if cfg.train:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-        results["best"] = best_checkpoint(trainer)
+        ckpt_path = resume_from(cfg, results)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
         results["steps"] = trainer.global_step
         results["final_validation"] = metrics_of([{k: v for k, v in trainer.callback_metrics.items()
                                                    if k.startswith("val/")}])
-    ckpt = "best" if results.get("best") else None
+    best = best_of(trainer)
+    ckpt = best["path"] if best else None
+    if cfg.train and ckpt is None:
+        log.warning("no validation value was finite: testing the final weights, not a best checkpoint")
     if cfg.test and getattr(datamodule, "test_labelled", True):
         results["test"] = metrics_of(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt))
     elif cfg.test:
@@ -96,6 +100,34 @@ def train(cfg: DictConfig, results: dict) -> None:
         results["predictions"] = predict(trainer, model, datamodule, cfg.paths.output_dir, ckpt)
     if "throughput" in callbacks:
         results["throughput"] = callbacks["throughput"].summary()
+
+
+def resume_from(cfg: DictConfig, results: dict) -> str | None:
+    """The checkpoint to continue from: `ckpt_path`, or else this run folder's own last.ckpt (a job that a
+    cluster requeued into the same folder). Recorded in results.json as `resumed`."""
+    import torch
+
+    from hub.checkpoints import last_checkpoint
+
+    path = cfg.get("ckpt_path")
+    if path is None and last_checkpoint(cfg.paths.output_dir).is_file():
+        path = str(last_checkpoint(cfg.paths.output_dir))
+        log.info("this run folder has %s: resuming from it", path)
+    if path is None:
+        return None
+    if not Path(path).is_file():
+        from hub.config import ConfigError
+
+        raise ConfigError(f"ckpt_path={path}: no such file")
+    meta = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    results["resumed"] = {"checkpoint": str(path), "step": meta["global_step"], "epoch": meta["epoch"]}
+    return str(path)
+
+
+def best_of(trainer) -> dict | None:
+    from hub.results import best_checkpoint
+
+    return best_checkpoint(trainer) if trainer is not None else None
 
 
 def generate(cfg: DictConfig) -> str:
@@ -125,24 +157,22 @@ def generate(cfg: DictConfig) -> str:
 
 
 def finish(results: dict, started: float) -> None:
+    """results.json, the W&B summary and the summary lines (console and run.log), whatever happened."""
+    from hub.loggers import close_loggers
     from hub.results import summary_lines, write_results
 
-    loggers = results.pop("loggers", [])
+    loggers, trainer = results.pop("loggers", []), results.pop("trainer", None)
     if not results.pop("global_zero", True):  # DDP: every rank runs this script; rank 0 reports
         return
+    results["best"] = best_of(trainer)
     results["wall_time_s"] = round(time.time() - started, 2)
-    for logger in loggers:
-        run = getattr(logger, "experiment", None)
-        if hasattr(run, "summary"):  # W&B: best/test metrics in the run summary, the run id in results.json
-            best = results.get("best") or {}
-            run.summary.update({f"best/{best['metric']}": best["value"], "best/epoch": best["epoch"],
-                                "best/step": best["step"]} if best else {})
-            run.summary.update(results.get("test") or {})
-            results["wandb"] = {"id": run.id, "mode": logger._wandb_init.get("mode"), "dir": run.dir}
-            run.finish()
+    close_loggers(loggers, results)
     write_results(results["output_dir"], results)
     for line in summary_lines(results):
-        print(line)
+        (log.error if line.lstrip().startswith("error:") else log.info)(line)
+
+
+EXIT_CODES = {"SIGTERM": 143, "SIGINT": 130}   # 128 + the signal's number, as a shell reports it
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -169,7 +199,14 @@ def main(cfg: DictConfig) -> float | None:
             train(cfg, results)
         results["status"] = "completed"
     except BaseException as error:
-        results["error"] = f"{type(error).__name__}: {error}"
+        from hub.checkpoints import interruption
+
+        signal_name = interruption(error)
+        results["status"] = "interrupted" if signal_name else "failed"
+        results["error"] = f"interrupted by {signal_name}" if signal_name else f"{type(error).__name__}: {error}"
+        results["traceback"] = traceback.format_exc()
+        if signal_name:
+            raise SystemExit(EXIT_CODES[signal_name]) from None
         raise
     finally:
         finish(results, started)
@@ -192,7 +229,8 @@ def objective(results: dict, metric: str | None) -> float | None:
 if __name__ == "__main__":
     import sys
 
+    from hub.checkpoints import resume_argv
     from hub.ddp import single_job_argv
 
-    sys.argv = single_job_argv(sys.argv)
+    sys.argv = resume_argv(single_job_argv(sys.argv))
     main()

@@ -12,7 +12,7 @@ out=${BENCH_DIR:-outputs/benchmarks}/ddp_scaling
 steps=${STEPS:-300}
 mkdir -p "$out"
 common=(trainer=ddp trainer.precision=bf16-mixed logger=csv test=false "trainer.max_steps=$steps"
-        +trainer.limit_val_batches=0 "~callbacks.model_checkpoint" +trainer.enable_checkpointing=false "callbacks.throughput.warmup_batches=${WARMUP:-30}")
+        +trainer.limit_val_batches=0 "~callbacks.model_checkpoint" "~callbacks.last_checkpoint" +trainer.enable_checkpointing=false "callbacks.throughput.warmup_batches=${WARMUP:-30}")
 bi_encoder=(experiment=cosent_vs_sbert backbone=pretrained data=bq loss=cosent data.batch_size=64)
 masked_lm=(task=masked_lm data=corpus loss=lm backbone=scratch_base data.max_sentences=200000 data.batch_size=32)
 for gpus in ${GPUS:-1 2}; do

@@ -50,6 +50,17 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("wandb_run_id", wandb_run_id)
     if not OmegaConf.has_resolver("axis_tags"):
         OmegaConf.register_new_resolver("axis_tags", lambda: [f"{k}={v}" for k, v in axis_choices().items()])
+    if not OmegaConf.has_resolver("auto_precision"):  # trainer/default.yaml: precision: ${auto_precision:}
+        OmegaConf.register_new_resolver("auto_precision", auto_precision)
+
+
+def auto_precision(accelerator: str = "auto") -> str:
+    """bf16-mixed when the run will be on a CUDA GPU that has bf16, else 32-true: the same sweep file runs on a
+    GPU machine and on a CPU-only one (bf16 autocast on a CPU is slow and changes results)."""
+    import torch
+
+    on_gpu = str(accelerator) in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"
 
 
 def wandb_run_id(ckpt_path: str | None, output_dir: str) -> str:

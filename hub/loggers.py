@@ -1,4 +1,5 @@
-"""W&B that never prompts or hangs: online with credentials and a reachable server, offline otherwise."""
+"""W&B that never prompts, hangs or loses a run: online with credentials and a reachable server, offline
+otherwise, and offline as well when the online start fails (unless WANDB_MODE=online forces it)."""
 from __future__ import annotations
 
 import logging
@@ -23,9 +24,14 @@ def _wandb_host() -> str:
     return urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
 
 
+def _wandb_port() -> int:
+    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    return url.port or (80 if url.scheme == "http" else 443)
+
+
 def _reachable(host: str, timeout: float = 3.0) -> bool:
     try:
-        socket.create_connection((host, 443), timeout=timeout).close()
+        socket.create_connection((host, _wandb_port()), timeout=timeout).close()
         return True
     except OSError:
         return False
@@ -44,12 +50,68 @@ def wandb_mode() -> str:
     return "online"
 
 
-def wandb_logger(save_dir: str, project: str, group: str | None = None, tags=(), name: str | None = None,
-                 id: str | None = None, **kwargs):
-    """Lightning's WandbLogger with the mode chosen by `wandb_mode()`; the run folder lands in save_dir/wandb."""
+class WandbStartError(RuntimeError):
+    """W&B was forced online (WANDB_MODE=online) and could not start."""
+
+
+def _wandb_logger_class():
     from lightning.pytorch.loggers import WandbLogger
 
+    class HubWandbLogger(WandbLogger):
+        """Lightning's WandbLogger whose run falls back to offline when it cannot start online (a rejected key,
+        a host that is not W&B): the run goes on and `wandb sync` uploads it later. With WANDB_MODE=online the
+        user asked for online only, so it fails instead, saying why."""
+
+        @property
+        def experiment(self):
+            if self._experiment is None and self._wandb_init.get("mode") == "online":
+                try:
+                    return super().experiment
+                except Exception as error:  # wandb raises UsageError, AuthenticationError, CommError, ...
+                    reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"
+                    if os.environ.get("WANDB_MODE") == "online":
+                        raise WandbStartError(f"W&B could not start online ({reason}). WANDB_MODE=online asks for "
+                                              f"online only: fix the key or WANDB_BASE_URL, or unset WANDB_MODE to "
+                                              f"log offline") from None
+                    log.warning("W&B could not start online (%s): logging offline; `wandb sync` uploads later",
+                                reason)
+                    import wandb
+
+                    wandb.teardown()  # the failed start holds the run id; offline could not take it otherwise
+                    self._wandb_init["mode"] = "offline"
+                    self._offline = True
+            return super().experiment
+
+    return HubWandbLogger
+
+
+def wandb_logger(save_dir: str, project: str, group: str | None = None, tags=(), name: str | None = None,
+                 id: str | None = None, **kwargs):
+    """HubWandbLogger with the mode chosen by `wandb_mode()`; the run folder lands in save_dir/wandb. A given
+    `id` resumes that W&B run (`resume="allow"`): a resumed training continues its run."""
     mode = wandb_mode()
     os.environ.setdefault("WANDB_SILENT", "true")
-    return WandbLogger(save_dir=save_dir, project=project, group=group, tags=list(tags), name=name, id=id,
-                       offline=mode == "offline", mode=mode, **kwargs)
+    kwargs.setdefault("resume", "allow")
+    return _wandb_logger_class()(save_dir=save_dir, project=project, group=group, tags=list(tags), name=name, id=id,
+                                 offline=mode == "offline", mode=mode, **kwargs)
+
+
+def close_loggers(loggers: list, results: dict) -> None:
+    """Put the best and test metrics into the W&B run summary, note its id in `results`, and finish it. A W&B
+    that failed to start or fails now is recorded in results["wandb"]["error"]; it never stops results.json."""
+    for logger in loggers:
+        if getattr(logger, "_experiment", None) is None or not hasattr(logger, "_wandb_init"):
+            continue  # not W&B, or W&B never started
+        try:
+            run = logger.experiment
+            best = results.get("best") or {}
+            if best:
+                run.summary.update({f"best/{best['metric']}": best["value"], "best/epoch": best["epoch"],
+                                    "best/step": best["step"]})
+            run.summary.update(results.get("test") or {})
+            run.summary.update({"status": results["status"]})
+            results["wandb"] = {"id": run.id, "mode": logger._wandb_init.get("mode"), "dir": run.dir}
+            run.finish(exit_code=0 if results["status"] == "completed" else 1)
+        except Exception as error:
+            results["wandb"] = {"error": f"{type(error).__name__}: {error}"}
+            log.warning("W&B: %s", results["wandb"]["error"])

@@ -1,6 +1,7 @@
 """results.json: what a run chose, what it scored and what it cost, in one machine-readable file."""
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -15,12 +16,32 @@ RESULTS_FILE = "results.json"
 
 
 def code_version() -> str:
-    """`git describe` of the project (with -dirty for uncommitted changes), or 'unknown' outside git."""
+    """`git describe` of the project (with -dirty for uncommitted changes) when the project is its own git
+    repository; otherwise (no git, or a copy inside another repository, whose commit would say nothing about
+    this code) "unknown+<digest of the source files>"."""
     try:
-        return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=PROJECT_ROOT, capture_output=True,
-                              text=True, timeout=5, check=True).stdout.strip()
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=PROJECT_ROOT, capture_output=True,
+                             text=True, timeout=5, check=True).stdout.strip()
+        if Path(top).resolve() == PROJECT_ROOT.resolve():
+            return subprocess.run(["git", "describe", "--always", "--dirty"], cwd=PROJECT_ROOT, capture_output=True,
+                                  text=True, timeout=5, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        pass
+    return f"unknown+{source_digest()}"
+
+
+SOURCE_FOLDERS = ("conf", "datamodules", "hub", "lit_models")
+
+
+def source_digest(root: Path = PROJECT_ROOT) -> str:
+    """sha256 over the project's code and config files (run.py, compare.py, the packages, conf/), by path."""
+    files = [root / "run.py", root / "compare.py"] + sorted(
+        p for folder in SOURCE_FOLDERS for p in (root / folder).rglob("*") if p.suffix in (".py", ".yaml"))
+    digest = hashlib.sha256()
+    for path in files:
+        if path.is_file():
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
 
 
 def _number(value):
@@ -31,10 +52,13 @@ def _number(value):
 
 
 def best_checkpoint(trainer) -> dict | None:
-    callback = trainer.checkpoint_callback
-    if callback is None or not callback.best_model_path:
+    """The best checkpoint's path, monitored value, epoch and step (None when none was written)."""
+    from hub.checkpoints import LastCheckpoint
+
+    callback = next((c for c in trainer.checkpoint_callbacks if not isinstance(c, LastCheckpoint)), None)
+    if callback is None or not callback.best_model_path or not os.path.isfile(callback.best_model_path):
         return None
-    meta = torch.load(callback.best_model_path, map_location="cpu", mmap=True, weights_only=False)
+    meta = torch.load(callback.best_model_path, map_location="cpu", mmap=True, weights_only=True)
     return {"path": callback.best_model_path, "metric": callback.monitor,
             "value": _number(callback.best_model_score), "epoch": meta["epoch"], "step": meta["global_step"]}
 

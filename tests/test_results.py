@@ -12,7 +12,7 @@ def trainer_with_checkpoint(tmp_path, monitor, score):
     path = tmp_path / "best.ckpt"
     torch.save({"epoch": 2, "global_step": 30}, path)
     callback = SimpleNamespace(best_model_path=str(path), monitor=monitor, best_model_score=score)
-    return SimpleNamespace(checkpoint_callback=callback)
+    return SimpleNamespace(checkpoint_callbacks=[callback])
 
 
 def test_best_checkpoint_records_the_monitored_value(tmp_path):
@@ -25,3 +25,12 @@ def test_a_checkpoint_without_a_monitor_has_no_value_and_does_not_fail(tmp_path)
     """Lightning's default checkpoint callback (no monitor, e.g. with validation off) keeps the last one."""
     best = best_checkpoint(trainer_with_checkpoint(tmp_path, None, None))
     assert best["metric"] is None and best["value"] is None and best["step"] == 30
+
+
+def test_the_last_checkpoint_is_never_reported_as_best(tmp_path):
+    from hub.checkpoints import LastCheckpoint
+
+    last = LastCheckpoint(dirpath=str(tmp_path))
+    last.best_model_path = str(tmp_path / "best.ckpt")
+    torch.save({"epoch": 2, "global_step": 30}, tmp_path / "best.ckpt")
+    assert best_checkpoint(SimpleNamespace(checkpoint_callbacks=[last])) is None

@@ -35,6 +35,8 @@ class Tiger(Optimizer):
         shrink_ratio: s of the NaN guard.
     """
 
+    handles_non_finite = True  # hub.callbacks.NonFiniteGuard(action="skip") hands such steps to the guard above
+
     def __init__(self, params, lr: float = 1e-3, beta: float = 0.965, weight_decay: float = 0.01,
                  grad_accum_steps: int = 1, shrink_ratio: float = 0.99):
         if lr <= 0:
