@@ -4,7 +4,8 @@ The senteval_cn ATEC.train.data is not always at hand, but the raw `atec/origina
 (`id<TAB>sentence1<TAB>sentence2<TAB>label`) is. The senteval_cn valid/test splits were re-split from that
 same pool, so about 15k of its pairs occur in them; training on those would leak test pairs into training.
 This step drops every raw pair that occurs in valid or test (in either order) and writes the rest as
-`ATEC.train.data` in senteval_cn form, where `data=atec` looks for it (paths.derived_dir/atec).
+`ATEC.train.data` in senteval_cn form, where `data=atec` looks for it given the same data folder:
+paths.derived_dir/atec, i.e. $HUB_DERIVED_DIR/atec, else <data dir>/derived/atec.
 
     python -m datamodules.prepare_atec [--data-dir DIR] [--out FILE]
 """
@@ -18,6 +19,7 @@ from datamodules.files import DataFormatError, find_file, numbered_lines
 from datamodules.sts import parse_label, read_pairs
 
 RAW = "atec/original/atec_nlp_sim_train.csv"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def pair_key(first: str, second: str) -> frozenset:
@@ -64,14 +66,32 @@ def derive_train(data_dir: Path, out: Path) -> dict[str, int]:
     return counts
 
 
-def main(argv=None):
+def default_data_dir() -> Path:
+    """paths.data_dir's default (conf/paths/default.yaml): $HUB_DATA_DIR, else the checkout's data/."""
+    return Path(os.environ.get("HUB_DATA_DIR", PROJECT_ROOT / "data"))
+
+
+def default_out(data_dir: Path) -> Path:
+    """Where `data=atec` reads train with paths.data_dir=data_dir: paths.derived_dir/atec/ATEC.train.data, where
+    derived_dir is $HUB_DERIVED_DIR, else data_dir/derived (conf/paths/default.yaml, conf/data/atec.yaml)."""
+    derived = Path(os.environ.get("HUB_DERIVED_DIR", data_dir / "derived"))
+    return derived / "atec" / "ATEC.train.data"
+
+
+def main(argv=None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=os.environ.get("HUB_DATA_DIR", "data"))
-    parser.add_argument("--out", default=None, help="default: $HUB_DERIVED_DIR/atec/ATEC.train.data "
-                                                    "(HUB_DERIVED_DIR defaults to data/derived)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="default: $HUB_DATA_DIR, else <checkout>/data "
+                                                                    "(as paths.data_dir)")
+    parser.add_argument("--out", type=Path, default=None, help="default: where data=atec reads it, "
+                                                               "$HUB_DERIVED_DIR/atec/ATEC.train.data "
+                                                               "(HUB_DERIVED_DIR defaults to <data dir>/derived)")
     args = parser.parse_args(argv)
-    derived = Path(os.environ.get("HUB_DERIVED_DIR", Path(__file__).resolve().parent.parent / "data" / "derived"))
-    derive_train(Path(args.data_dir), Path(args.out) if args.out else derived / "atec" / "ATEC.train.data")
+    data_dir = args.data_dir or default_data_dir()
+    out = (args.out or default_out(data_dir)).absolute()
+    derive_train(data_dir, out)
+    if args.out is None:
+        print(f"data=atec reads it with paths.data_dir={data_dir.absolute()} (or HUB_DATA_DIR set to it)")
+    return out
 
 
 if __name__ == "__main__":

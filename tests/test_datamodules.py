@@ -1,11 +1,13 @@
 import lzma
+import re
+from pathlib import Path
 
 import pytest
 import torch
 from hydra.utils import instantiate
 
 from datamodules.files import DataFormatError, MissingSplitError
-from datamodules.prepare_atec import derive_train
+from datamodules.prepare_atec import derive_train, main
 from datamodules.sts import STSDataModule, read_pairs
 from lit_models.backbones import ScratchBackbone
 from tests.conftest import compose_config
@@ -58,6 +60,28 @@ def test_atec_train_is_derived_without_valid_or_test_pairs(data_dir, tmp_path):
     assert len(train) == 24061
     held_out = {frozenset(p) for p in zip(test.first, test.second)}
     assert not any(frozenset(p) in held_out for p in zip(train.first, train.second))
+
+
+@pytest.mark.parametrize("env", [{}, {"HUB_DATA_DIR": "data"}, {"HUB_DERIVED_DIR": "derived"}], ids=str)
+def test_prepare_atec_writes_where_data_atec_reads_train(tmp_path, monkeypatch, capsys, env):
+    data_dir = tmp_path / "data"
+    (data_dir / "atec" / "original").mkdir(parents=True)
+    (data_dir / "atec" / "original" / "atec_nlp_sim_train.csv").write_text(
+        "1\t花呗怎么还\t怎么还花呗\t1\n2\t借呗额度\t花呗额度\t0\n3\t怎么开通\t如何开通\t1\n", encoding="utf-8")
+    (data_dir / "atec" / "ATEC.valid.data").write_text("借呗额度\t花呗额度\t0\n", encoding="utf-8")
+    (data_dir / "atec" / "ATEC.test.data").write_text("如何开通\t怎么开通\t1\n", encoding="utf-8")
+    for name in ("HUB_DATA_DIR", "HUB_DERIVED_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    for name, folder in env.items():
+        monkeypatch.setenv(name, str(tmp_path / folder))
+    given = "HUB_DATA_DIR" not in env                  # the data folder as an argument, or from the environment
+    main(["--data-dir", str(data_dir)] if given else [])
+    written = Path(re.search(r"written to (\S+)", capsys.readouterr().out).group(1))
+    dm = instantiate(compose_config("data=atec", *([f"paths.data_dir={data_dir}"] if given else [])).data)
+    assert dm.file_of("train") == written
+    assert dm.read_split("train").first == ["花呗怎么还"]
+    if "HUB_DERIVED_DIR" in env:
+        assert written.is_relative_to(tmp_path / "derived")
 
 
 @pytest.mark.parametrize("line, label_max", [

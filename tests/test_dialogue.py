@@ -110,6 +110,14 @@ def test_split_sizes_and_the_missing_lccc_train_split(data_dir):
     assert toy.read_split("valid")[0][0] == "遭淋安逸了？"
 
 
+def test_lccc_toy_ships_with_the_code_and_needs_no_data_folder(tmp_path):
+    toy = instantiate(compose_config("data=lccc_toy", f"paths.data_dir={tmp_path / 'absent'}").data)
+    toy.require(["train", "valid", "test"])
+    assert toy.file_of("train").name == "toy_data.json.xz"
+    assert [len(toy.read_split(s)) for s in ("train", "valid", "test")] == [1000, 200, 200]
+    assert toy.read_split("valid")[0][0] == "遭淋安逸了？"
+
+
 def test_the_causal_lm_sees_no_future_token(model):
     torch.manual_seed(1)
     ids = torch.randint(1000, 8000, (2, 12))

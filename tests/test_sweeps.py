@@ -1,9 +1,11 @@
 """sweeps/*.yaml are valid W&B sweeps, every configuration composes, and they run as Hydra (multi)runs."""
 
 import pytest
+import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.utils import instantiate
 
 from hub import sweeps
 from hub.config import PROJECT_ROOT
@@ -60,6 +62,35 @@ def test_the_hydra_command_of_the_spec_parses(path):
             cfg = compose("config", overrides=[o for o in overrides if not o.startswith("hydra.")],
                           return_hydra_config=True)
         assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.stem)
+def test_the_trainer_of_every_sweep_builds_on_this_machine(path):
+    """No sweep pins trainer=gpu: `python -m hub.sweeps` also runs on a CPU-only machine, in 32-true."""
+    cfg = compose_config(*sweeps.grid(sweeps.load(path))[0])
+    trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+    on_gpu = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    assert cfg.trainer.precision == trainer.precision == ("bf16-mixed" if on_gpu else "32-true")
+
+
+@pytest.mark.parametrize("cuda, trainer, precision", [
+    (False, "trainer=default", "32-true"),
+    (True, "trainer=default", "bf16-mixed"),
+    (True, "trainer.accelerator=cpu", "32-true"),                  # trainer=default on the CPU of a GPU machine
+    (True, "trainer=cpu", "32-true"),
+    (True, "trainer=gpu", "bf16-mixed"),
+    (False, "trainer=gpu", "bf16-mixed"),
+])
+def test_trainer_precision_is_bf16_mixed_on_a_cuda_gpu_and_32_true_elsewhere(monkeypatch, cuda, trainer, precision):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: cuda)
+    assert compose_config(trainer).trainer.precision == precision
+
+
+def test_trainer_default_is_32_true_on_this_cpu_machine():
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    assert compose_config("trainer=default").trainer.precision == "32-true"
 
 
 def test_optuna_search_optimizes_the_named_metric(tmp_path):
