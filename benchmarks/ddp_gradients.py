@@ -9,7 +9,7 @@ experiment=cosent_vs_sbert on e5-small-zh and STS-B zh), dropout off so that bot
 function; the batch is the first `--pairs` training pairs in file order. Each run records the gradients the
 optimizer steps with (after DDP's averaging) through Lightning's own training loop, in fp32 without TF32.
 --compare also prints the gradient of the mean of the ranks' local losses, what DDP would step with if the
-batch-level loss did not gather the other ranks' pairs (lit_models/distributed.py): the check has teeth.
+batch-level loss did not gather the other ranks' pairs (lit_models/components/distributed.py): the check has teeth.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.files import EmptySplitError, MissingSplitError, candidates, find_file
+from text.files import EmptySplitError, MissingSplitError, candidates, find_file
 
 SPLITS_OF_STAGE = {"fit": ("train", "valid"), "validate": ("valid",), "test": ("test",), "predict": ()}
 # predict: nothing up front; `loader(split)` tokenizes the split asked for (run.py predicts valid and test)

@@ -23,9 +23,9 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.base import SplitFilesDataModule
-from datamodules.files import (DataFormatError, MissingSplitError, file_digest, find_file, read_json_lines,
+from text.files import (DataFormatError, MissingSplitError, file_digest, find_file, read_json_lines,
                               write_json_lines)
-from datamodules.tokenized import cached_token_ids
+from text.tokens import cached_token_ids
 
 log = logging.getLogger(__name__)
 NO_GOLD_LABEL = "-"   # OCNLI/CMNLI: the annotators did not agree; such rows have no label to learn

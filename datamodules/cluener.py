@@ -20,8 +20,8 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.base import SplitFilesDataModule
-from datamodules.files import DataFormatError, file_digest, read_json_lines, write_json_lines
-from datamodules.tokenized import cached
+from text.files import DataFormatError, file_digest, read_json_lines, write_json_lines
+from text.tokens import cached
 
 log = logging.getLogger(__name__)
 ENTITY_TYPES = ("address", "book", "company", "game", "government", "movie", "name", "organization", "position",

@@ -27,9 +27,9 @@ from torch.utils.data import Dataset
 
 from datamodules.base import SplitFilesDataModule
 from datamodules.cluener import encode_texts, fast_tokenizer
-from datamodules.tokenized import cached
-from datamodules.files import DataFormatError, file_digest, load_json, read_text
-from lit_models.span_metrics import cmrc_em, cmrc_f1
+from text.tokens import cached
+from text.files import DataFormatError, file_digest, load_json, read_text
+from text.cmrc import cmrc_em, cmrc_f1
 
 log = logging.getLogger(__name__)
 PREDICTION_FILE = "cmrc2018_predict.json"

@@ -29,12 +29,13 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from datamodules.files import (DataFormatError, EmptySplitError, MissingSplitError, candidates, file_digest,
+from text.files import (DataFormatError, EmptySplitError, MissingSplitError, candidates, file_digest,
                                find_file, numbered_lines)
-from datamodules.lccc import IGNORE_INDEX, join_characters, read_dialogues
+from datamodules.lccc import read_dialogues
+from text.dialogue import IGNORE_INDEX, join_characters
 from datamodules.base import SPLITS_OF_STAGE
-from datamodules.sts import pad
-from datamodules.tokenized import cached_token_ids
+from text.padding import pad
+from text.tokens import cached_token_ids
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "valid", "test")

@@ -47,10 +47,10 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.base import SplitFilesDataModule
-from datamodules.files import (DataFormatError, MissingSplitError, candidates, file_digest, find_file,
+from text.files import (DataFormatError, MissingSplitError, candidates, file_digest, find_file,
                                load_json, read_json_lines, write_json_lines)
-from datamodules.sts import pad
-from datamodules.tokenized import cached
+from text.padding import pad
+from text.tokens import cached
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 1

@@ -15,7 +15,7 @@ import argparse
 import os
 from pathlib import Path
 
-from datamodules.files import DataFormatError, find_file, numbered_lines
+from text.files import DataFormatError, find_file, numbered_lines
 from datamodules.sts import parse_label, read_pairs
 
 RAW = "atec/original/atec_nlp_sim_train.csv"

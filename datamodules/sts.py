@@ -14,8 +14,9 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.base import SplitFilesDataModule
-from datamodules.files import DataFormatError, file_digest, numbered_lines
-from datamodules.tokenized import cached, cached_token_ids
+from text.padding import pad
+from text.files import DataFormatError, file_digest, numbered_lines
+from text.tokens import cached, cached_token_ids
 
 ENCODINGS = ("separate", "joint")
 
@@ -103,16 +104,6 @@ def cached_pair_ids(cache_dir: str | Path | None, key: dict, first: list[str], s
     """`encode_pairs`, kept in `cache_dir` under the digest of `key` + tokenizer + max length + prefix."""
     return cached(cache_dir, dict(key, max_length=max_length, prefix=prefix), tokenizer,
                   lambda: encode_pairs(tokenizer, first, second, max_length, prefix))
-
-
-def pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    length = max(map(len, sequences))
-    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), length), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, :len(seq)] = torch.tensor(seq)
-        mask[row, :len(seq)] = 1
-    return ids, mask
 
 
 class STSDataModule(SplitFilesDataModule):

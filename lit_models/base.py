@@ -7,7 +7,7 @@ from typing import Callable
 import lightning as L
 from torch import nn
 
-from lit_models.init import initialize
+from lit_models.components.init import initialize
 
 NORMS = (nn.LayerNorm, nn.RMSNorm)
 
@@ -16,7 +16,7 @@ class TaskModule(L.LightningModule):
     """Base of every `task=` choice.
 
     Args:
-        backbone: encoder + tokenizer (lit_models/backbones.py).
+        backbone: encoder + tokenizer (lit_models/components/backbones.py).
         loss: the `loss=` module; heads it owns count as new weights.
         optimizer: `optimizer=` factory, called with the parameter groups.
         scheduler: `scheduler=` factory, called with (optimizer, num_training_steps).

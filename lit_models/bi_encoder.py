@@ -15,32 +15,15 @@ from lightning.pytorch.strategies import ParallelStrategy
 from torchmetrics import SpearmanCorrCoef
 
 from lit_models.base import TaskModule
-from lit_models.distributed import gather_with_grad, world_size
+from lit_models.components.pooling import POOLINGS, pool
+from lit_models.components.distributed import gather_with_grad, world_size
 
-POOLINGS = ("cls", "mean", "first_last_avg")
 # Spearman needs every score of the split; the STS splits (<= 20k pairs) fit easily, so the warning is noise.
 warnings.filterwarnings("ignore", message="Metric `SpearmanCorrcoef` will save all targets")
 
 
-def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    mask = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-
-
-def pool(hidden_states: list[torch.Tensor], attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """cls: the first token of the last layer; mean: masked mean of the last layer;
-    first_last_avg: masked mean of the average of the first block's and the last block's outputs."""
-    if pooling == "cls":
-        return hidden_states[-1][:, 0]
-    if pooling == "mean":
-        return masked_mean(hidden_states[-1], attention_mask)
-    if pooling == "first_last_avg":
-        return masked_mean((hidden_states[1] + hidden_states[-1]) / 2, attention_mask)
-    raise ValueError(f"task.pooling must be one of {POOLINGS}, got {pooling!r}")
-
-
 class BiEncoder(TaskModule):
-    """Siamese sentence encoder; `loss` is any pair loss of lit_models/losses.py taking (u, v, labels).
+    """Siamese sentence encoder; `loss` is any pair loss of lit_models/components/losses.py taking (u, v, labels).
 
     A batch-level loss (`loss.global_batch`) sees the global batch under DDP (`loss_batch`).
     contrastive_accumulation: k ≥ 2 backpropagates each training batch in k micro-batches while the loss still
@@ -77,7 +60,7 @@ class BiEncoder(TaskModule):
     def loss_batch(self, u: torch.Tensor, v: torch.Tensor, labels: torch.Tensor):
         """What the loss sees: under DDP, a batch-level loss gets the pairs of every rank, gathered with
         gradients; the gradients then equal single-process training on the concatenation, with no rescaling
-        (derivation in lit_models/distributed.py). A per-pair loss gets this rank's pairs."""
+        (derivation in lit_models/components/distributed.py). A per-pair loss gets this rank's pairs."""
         if getattr(self.loss, "global_batch", False) and world_size() > 1:
             return gather_with_grad(u), gather_with_grad(v), gather_with_grad(labels)
         return u, v, labels
@@ -96,7 +79,7 @@ class BiEncoder(TaskModule):
 
         For InfoNCE, kexue.fm/archives/8471 gives this gradient in closed form (h̃_i = 2 Σ_j (p̄_ij − t_ij) h_j
         for s_ij = ⟨h_i, h_j⟩); autograd gives it for any loss of the embeddings. Under DDP it is W·∂L/∂u of
-        the gather's backward, which DDP's averaging turns into the exact gradient (lit_models/distributed.py).
+        the gather's backward, which DDP's averaging turns into the exact gradient (lit_models/components/distributed.py).
         """
         u, v = (x.detach().to(torch.promote_types(x.dtype, torch.float32)).requires_grad_() for x in (u, v))
         with torch.enable_grad():

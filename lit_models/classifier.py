@@ -13,8 +13,8 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from lit_models.base import TaskModule
-from lit_models.bi_encoder import POOLINGS, pool
-from lit_models.init import initialize
+from lit_models.components.pooling import POOLINGS, pool
+from lit_models.components.init import initialize
 
 
 class Classifier(TaskModule):

@@ -20,10 +20,10 @@ from torchmetrics import SpearmanCorrCoef
 from torchmetrics.classification import BinaryAccuracy
 
 from lit_models.base import TaskModule
-from lit_models.distributed import gather_with_grad, world_size
-from lit_models.init import initialize
-from lit_models.losses import CoSENTLoss, CrossEntropyLoss, similar
-from lit_models.threshold import ThresholdSearch
+from lit_models.components.distributed import gather_with_grad, world_size
+from lit_models.components.init import initialize
+from lit_models.components.losses import CoSENTLoss, CrossEntropyLoss, similar
+from lit_models.components.threshold import ThresholdSearch
 
 SCORE_LOSSES = {"cosent": CoSENTLoss, "cross_entropy": CrossEntropyLoss}
 warnings.filterwarnings("ignore", message="Metric `SpearmanCorrcoef` will save all targets")
@@ -34,7 +34,7 @@ class CrossEncoder(TaskModule):
 
     The head is drawn by `init`. Any label dtype works (STS-B float scores 0-5, CLUE long 0/1 labels).
     Logs val/spearman, val/accuracy and val/threshold: each validation epoch picks the accuracy-optimal
-    threshold on valid (`best_threshold`, lit_models/threshold.py) and keeps it in the `threshold` buffer,
+    threshold on valid (`best_threshold`, lit_models/components/threshold.py) and keeps it in the `threshold` buffer,
     so the checkpoint saved for that epoch carries it; test/accuracy applies the tested checkpoint's
     threshold (with train=false: 0, i.e. p(similar) = sigmoid(s) > 0.5 for the cross-entropy baseline).
     Prediction: "index", "score" = s and "label" = 1 if s > threshold else 0, per pair.
@@ -73,7 +73,7 @@ class CrossEncoder(TaskModule):
         return similar(labels, self.label_max)
 
     def loss_batch(self, scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Under DDP CoSENT ranks the pairs of every rank (as the bi-encoder does, lit_models/distributed.py)."""
+        """Under DDP CoSENT ranks the pairs of every rank (as the bi-encoder does, lit_models/components/distributed.py)."""
         if getattr(self.loss, "global_batch", False) and world_size() > 1:
             return gather_with_grad(scores), gather_with_grad(labels)
         return scores, labels

@@ -17,104 +17,14 @@ Batches (datamodules/cluener.py, datamodules/cmrc2018.py) hold, besides input_id
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from lit_models.base import TaskModule
-from lit_models.init import initialize
-from lit_models.losses import CrossEntropyLoss
-from lit_models.nn.positions import RotaryEmbedding
-from lit_models.span_metrics import CMRCScore, EntityF1, unique_rows
-
-# "−∞" that stays finite: e^NEG = 0 in float32, and −NEG (a masked gold span in the loss) does not overflow.
-NEG = -1e12
-
-
-def mask_spans(scores: torch.Tensor, span_mask: torch.Tensor) -> torch.Tensor:
-    """scores [B, T, L, L] set to NEG where i > j (lower triangle) or where token i or j is not in span_mask."""
-    length = scores.shape[-1]
-    upper = torch.ones(length, length, dtype=torch.bool, device=scores.device).triu()
-    valid = span_mask[:, None, :, None] & span_mask[:, None, None, :] & upper
-    return scores.masked_fill(~valid, NEG)
-
-
-class GlobalPointer(nn.Module):
-    """GlobalPointer (kexue.fm/archives/8373): per type α, q_{i,α} = W_{q,α} h_i + b, k_{i,α} = W_{k,α} h_i + b,
-
-        s_α(i, j) = (R_i q_{i,α})ᵀ (R_j k_{j,α}) / √d,      d = head_size,
-
-    R_i the RoPE rotation of position i, which puts the relative position j − i into the score (the post: F1
-    drops by 30+ points without it); the 1/√d is bert4keras's. One Dense gives [q_α; k_α] of every type.
-    """
-
-    def __init__(self, hidden_size: int, num_types: int, head_size: int = 64):
-        super().__init__()
-        self.num_types, self.head_size = num_types, head_size
-        self.dense = nn.Linear(hidden_size, num_types * 2 * head_size)
-        self.rope = RotaryEmbedding(head_size)
-
-    def forward(self, hidden: torch.Tensor, span_mask: torch.Tensor) -> torch.Tensor:
-        """hidden [B, L, H], span_mask [B, L] (bool) → float32 scores [B, T, L, L]."""
-        batch, length, _ = hidden.shape
-        qk = self.dense(hidden).float().view(batch, length, self.num_types, 2, self.head_size)
-        q, k = (self.rope(x.transpose(1, 2)) for x in qk.unbind(3))           # [B, T, L, d] each
-        return mask_spans(q @ k.transpose(-1, -2) / math.sqrt(self.head_size), span_mask.bool())
-
-
-class EfficientGlobalPointer(nn.Module):
-    """Efficient GlobalPointer (kexue.fm/archives/8877): q, k shared by all types, a per-type term w_α ∈ R^{4d}:
-
-        s_α(i, j) = (R_i q_i)ᵀ (R_j k_j) / √d + w_αᵀ [q_i; k_i; q_j; k_j]
-
-    As in bert4keras: one Dense h → 2d gives q (even dims) and k (odd dims); a second Dense of the un-rotated
-    [q; k] gives 2 numbers per type, halved: the odd one, the start term, is added at row i, the even one,
-    the end term, at column j. A new type costs 4d + 2 parameters instead of 2·(H + 1)·d.
-    """
-
-    def __init__(self, hidden_size: int, num_types: int, head_size: int = 64):
-        super().__init__()
-        self.num_types, self.head_size = num_types, head_size
-        self.dense = nn.Linear(hidden_size, 2 * head_size)
-        self.type_dense = nn.Linear(2 * head_size, 2 * num_types)
-        self.rope = RotaryEmbedding(head_size)
-
-    def forward(self, hidden: torch.Tensor, span_mask: torch.Tensor) -> torch.Tensor:
-        """hidden [B, L, H], span_mask [B, L] (bool) → float32 scores [B, T, L, L]."""
-        qk = self.dense(hidden)                                                 # [B, L, 2d]
-        terms = self.type_dense(qk).float().transpose(1, 2) / 2                 # [B, 2T, L]
-        qk = qk.float()
-        q, k = self.rope(qk[..., 0::2]), self.rope(qk[..., 1::2])
-        pairs = q @ k.transpose(-1, -2) / math.sqrt(self.head_size)            # [B, L, L]
-        scores = pairs[:, None] + terms[:, 1::2, :, None] + terms[:, 0::2, None, :]
-        return mask_spans(scores, span_mask.bool())
-
-
-HEADS = {"global_pointer": GlobalPointer, "efficient_global_pointer": EfficientGlobalPointer}
-
-
-class MultilabelCategoricalCrossEntropy(nn.Module):
-    """Softmax cross-entropy generalized to several target classes (kexue.fm/archives/7359), the GlobalPointer
-    loss of kexue.fm/archives/8373. Per type α, with P_α its gold spans and Q_α every other span:
-
-        loss_α = log(1 + Σ_{(i,j)∈P_α} e^{−s_α(i,j)}) + log(1 + Σ_{(i,j)∈Q_α} e^{s_α(i,j)})
-
-    It pushes gold scores above 0 and all others below, so decoding is s > 0, and it does not drown the few
-    positives among the n(n+1)/2 candidates. Takes `(scores, targets)` of one shape: [N, C] (each row one
-    problem over C classes) or [B, T, L, L] (each (example, type) one problem over its L×L spans); targets
-    are 0/1. Masked spans carry a score of −1e12 and add e^{−1e12} = 0. Returns the mean over problems.
-    """
-
-    def forward(self, scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        scores = scores.float().flatten(start_dim=min(2, scores.ndim - 1))
-        positive = targets.reshape(scores.shape).bool()
-        zero = scores.new_zeros(scores.shape[:-1] + (1,))
-        negatives = scores.masked_fill(positive, float("-inf"))
-        positives = (-scores).masked_fill(~positive, float("-inf"))
-        return (torch.logsumexp(torch.cat([zero, negatives], -1), -1)
-                + torch.logsumexp(torch.cat([zero, positives], -1), -1)).mean()
-
+from lit_models.components.init import initialize
+from lit_models.components.heads import HEADS
+from lit_models.components.losses import CrossEntropyLoss, MultilabelCategoricalCrossEntropy
+from lit_models.components.span_metrics import CMRCScore, EntityF1, unique_rows
 
 def entity_spans(scores: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """Decoded entities [N, 4] = (example, type, first char, last char): every span with s_α(i, j) > 0."""
@@ -150,7 +60,7 @@ class GlobalPointerTask(TaskModule):
     Span extraction (data=cmrc2018; `span_extraction` true, one type "answer"): the answer of a window is its
     best span over context tokens no longer than `max_answer_tokens`; a question's answer is the best-scoring
     span over its windows, mapped to characters of the context; `val/em`, `val/f1` are the official CMRC 2018
-    scores (lit_models/span_metrics.py). Loss: loss=multilabel_ce (one gold span per window, (0, 0) = [CLS]
+    scores (lit_models/components/span_metrics.py). Loss: loss=multilabel_ce (one gold span per window, (0, 0) = [CLS]
     when the answer is not inside), or loss=cross_entropy: a softmax over all spans of the window, which is
     what the post's CMRC 2018 code trains with.
 

@@ -15,39 +15,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_models.base import TaskModule
-from lit_models.init import initialize
-from lit_models.nn.attention import ACTIVATIONS
+from lit_models.components.init import initialize
+from lit_models.components.heads import MLMHead
 
 log = logging.getLogger(__name__)
 BACKBONE_FILE = "backbone.pt"
-
-
-class MLMHead(nn.Module):
-    """BERT's masked-LM head (kexue.fm/archives/8747), tied to the token embedding E [V, d]:
-
-        logits = LN(act(h·Wᵀ + b_W)) · Eᵀ + b,    W [d, d], b [V]
-
-    E is passed to `forward` rather than held, so the head owns only W, b_W, the LayerNorm and the output
-    bias b: the `init` group draws the head without touching the encoder's embedding.
-    """
-
-    def __init__(self, hidden_size: int, vocab_size: int, activation: str = "gelu", layer_norm_eps: float = 1e-12):
-        super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"task.activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        self.activation = ACTIVATIONS[activation]
-        self.dense = nn.Linear(hidden_size, hidden_size)
-        self.norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
-        self.bias = nn.Parameter(torch.zeros(vocab_size))
-
-    def forward(self, hidden: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        """hidden [..., d], embedding [V, d] → logits [..., V]."""
-        return F.linear(self.norm(self.activation(self.dense(hidden))), embedding, self.bias)
 
 
 class MaskedLM(TaskModule):

@@ -22,7 +22,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.utilities import dim_zero_cat
 
 from lit_models.base import TaskModule
-from lit_models.init import initialize
+from lit_models.components.init import initialize
 
 ABSENT_SCORE = -1e9  # an absent option (−∞) in the assignment: finite, so scipy sees a feasible problem
 

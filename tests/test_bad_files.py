@@ -10,11 +10,11 @@ import pytest
 from datamodules.clue import read_label_file
 from datamodules.cmrc2018 import read_cmrc2018
 from datamodules.corpus import CorpusDataModule
-from datamodules.files import DataFormatError, EmptySplitError, load_json
+from text.files import DataFormatError, EmptySplitError, load_json
 from datamodules.lccc import LCCCDataModule, read_dialogues
 from datamodules.multiple_choice import read_c3
 from datamodules.sts import STSDataModule, read_pairs
-from lit_models.backbones import ScratchBackbone
+from lit_models.components.backbones import ScratchBackbone
 from tests.conftest import results_of, run_cli
 
 GOOD = "好\t很好\t1\r\n"                       # 14 bytes in UTF-8; CRLF as some official files have

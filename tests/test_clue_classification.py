@@ -9,10 +9,10 @@ from hydra.utils import instantiate
 from transformers import AutoTokenizer, BertTokenizer
 
 from datamodules.clue import join_pair, mark_spans
-from datamodules.files import DataFormatError, MissingSplitError
-from lit_models.backbones import VOCAB_DIR, ScratchBackbone
+from text.files import DataFormatError, MissingSplitError
+from lit_models.components.backbones import VOCAB_DIR, ScratchBackbone
 from lit_models.classifier import Classifier
-from lit_models.losses import CrossEntropyLoss
+from lit_models.components.losses import CrossEntropyLoss
 from tests.conftest import compose_config, results_of, run_cli
 
 # A tiny model gains nothing from intra-op threads; one thread keeps the runs' time steady on shared cores.

@@ -74,7 +74,7 @@ def test_cfg_job_prints_the_composed_config():
     proc = subprocess.run([sys.executable, str(PROJECT_ROOT / "run.py"), "--cfg", "job", "loss=sbert"],
                           capture_output=True, text=True, timeout=120, check=True)
     cfg = OmegaConf.create(proc.stdout)
-    assert cfg.loss._target_ == "lit_models.losses.SBERTLoss" and cfg.task.pooling == "mean"
+    assert cfg.loss._target_ == "lit_models.components.losses.SBERTLoss" and cfg.task.pooling == "mean"
 
 
 def test_a_clashing_combination_names_both_keys_and_the_valid_choices():

@@ -11,12 +11,12 @@ from hydra.utils import instantiate
 
 from datamodules.sts import JointPairs, STSDataModule, TokenizedPairs
 from hub.config import accepted_by, instantiate_with
-from lit_models.backbones import ScratchBackbone
+from lit_models.components.backbones import ScratchBackbone
 from lit_models.cross_encoder import CrossEncoder
-from lit_models.init import bert
-from lit_models.losses import CoSENTLoss, CrossEntropyLoss, SBERTLoss
-from lit_models.schedules import constant
-from lit_models.threshold import best_threshold
+from lit_models.components.init import bert
+from lit_models.components.losses import CoSENTLoss, CrossEntropyLoss, SBERTLoss
+from lit_models.components.schedules import constant
+from lit_models.components.threshold import best_threshold
 from tests.conftest import compose_config, results_of, run_cli
 
 # Measured: test Spearman 0.186 after 3 epochs on stsb_sample (seed 1, scratch_tiny, loss=cosent); floor = that − 0.10.
@@ -193,7 +193,7 @@ def test_experiment_pins_the_posts_setup():
     cfg = compose_config("experiment=cosent_interactive", "data=stsb", "loss=cross_entropy")
     assert cfg.task._target_ == "lit_models.cross_encoder.CrossEncoder" and cfg.data.encoding == "joint"
     assert (cfg.data.batch_size, cfg.data.max_length, cfg.optimizer.lr, cfg.trainer.max_epochs) == (64, 128, 2e-5, 5)
-    assert cfg.scheduler._target_ == "lit_models.schedules.constant" and cfg.optimizer.weight_decay == 0
+    assert cfg.scheduler._target_ == "lit_models.components.schedules.constant" and cfg.optimizer.weight_decay == 0
     assert (cfg.task.dropout, cfg.task.monitor, cfg.loss.label_max) == (0.0, "val/accuracy", 5)
 
 

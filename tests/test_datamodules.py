@@ -6,10 +6,10 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from datamodules.files import DataFormatError, MissingSplitError
+from text.files import DataFormatError, MissingSplitError
 from datamodules.prepare_atec import derive_train, main
 from datamodules.sts import STSDataModule, read_pairs
-from lit_models.backbones import ScratchBackbone
+from lit_models.components.backbones import ScratchBackbone
 from tests.conftest import compose_config
 
 # Split sizes as documented in the data folder's SOURCES.md (None: not on disk).
@@ -120,7 +120,7 @@ def test_tokenized_once_then_read_from_cache(tmp_path, tokenizer, monkeypatch):
     first = dm.datasets["test"].first
     assert len(list(tmp_path.glob("*.pt"))) == 1
 
-    import datamodules.tokenized as tokenized
+    import text.tokens as tokenized
     monkeypatch.setattr(tokenized, "tokenize", lambda *a, **k: pytest.fail("tokenized again despite the cache"))
     again = instantiate(cfg.data)
     again.set_tokenizer(tokenizer)

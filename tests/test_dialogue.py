@@ -8,15 +8,16 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 
-from datamodules.files import DataFormatError, MissingSplitError
-from datamodules.lccc import LCCCDataModule, build_sample, encode_prompt, join_characters, read_dialogues
+from text.files import DataFormatError, MissingSplitError
+from datamodules.lccc import LCCCDataModule, read_dialogues
+from text.dialogue import build_sample, encode_prompt, join_characters
 from hub.config import instantiate_with
-from lit_models.backbones import ScratchBackbone
+from lit_models.components.backbones import ScratchBackbone
 from lit_models.dialogue_lm import CorpusPerplexity, DialogueLM
-from lit_models.generation import greedy, top_k_filter, top_k_sampling, top_p_filter, top_p_sampling
-from lit_models.init import bert
-from lit_models.losses import TokenCrossEntropy
-from lit_models.schedules import constant
+from lit_models.components.generation import greedy, top_k_filter, top_k_sampling, top_p_filter, top_p_sampling
+from lit_models.components.init import bert
+from lit_models.components.losses import TokenCrossEntropy
+from lit_models.components.schedules import constant
 from tests.conftest import compose_config, results_of, run_cli
 
 CLS, SEP, PAD = 101, 102, 0

@@ -21,10 +21,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lit_models.bi_encoder import BiEncoder
-from lit_models.init import bert
-from lit_models.losses import CoSENTLoss, FlatNCELoss, InfoNCELoss, SBERTLoss
-from lit_models.nn.transformer import TransformerConfig, TransformerEncoder
-from lit_models.schedules import constant
+from lit_models.components.init import bert
+from lit_models.components.losses import CoSENTLoss, FlatNCELoss, InfoNCELoss, SBERTLoss
+from lit_models.components.nn.transformer import TransformerConfig, TransformerEncoder
+from lit_models.components.schedules import constant
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PAIRS, LENGTH, VOCAB = 8, 6, 40
@@ -130,7 +130,7 @@ def ddp_job(folder: Path) -> None:
     """One process of the torchrun job: every DDP case, then the gather of uneven rows; results to `folder`."""
     import torch.distributed as dist
 
-    from lit_models.distributed import gather_with_grad
+    from lit_models.components.distributed import gather_with_grad
 
     torch.set_num_threads(1)
     spec = torch.load(folder / "spec.pt", weights_only=False)

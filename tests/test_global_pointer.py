@@ -10,12 +10,13 @@ import torch.nn.functional as F
 
 from datamodules.cluener import ENTITY_TYPES, CLUENERDataModule
 from datamodules.cmrc2018 import CMRC2018DataModule, read_cmrc2018, window_starts
-from datamodules.files import DataFormatError
-from lit_models.global_pointer import (NEG, EfficientGlobalPointer, GlobalPointer, GlobalPointerTask,
-                                       MultilabelCategoricalCrossEntropy, entity_spans, mask_spans)
-from lit_models.backbones import VOCAB_DIR
-from lit_models.losses import CrossEntropyLoss
-from lit_models.span_metrics import CMRCScore, EntityF1, cmrc_em, cmrc_f1, mixed_segmentation
+from text.files import DataFormatError
+from lit_models.components.backbones import VOCAB_DIR
+from lit_models.components.heads import NEG, EfficientGlobalPointer, GlobalPointer, mask_spans
+from lit_models.components.losses import CrossEntropyLoss, MultilabelCategoricalCrossEntropy
+from lit_models.global_pointer import GlobalPointerTask, entity_spans
+from lit_models.components.span_metrics import CMRCScore, EntityF1
+from text.cmrc import cmrc_em, cmrc_f1, mixed_segmentation
 from tests.conftest import results_of, run_cli
 
 CLUENER_FILES = {"train": "train.json", "valid": "dev.json", "test": "test.json"}
@@ -143,8 +144,8 @@ def test_cmrc_score_averages_over_questions():
 
 
 def build_task(loss, span_extraction: bool, max_answer_tokens=64):
-    from lit_models.backbones import ScratchBackbone
-    from lit_models.init import bert
+    from lit_models.components.backbones import ScratchBackbone
+    from lit_models.components.init import bert
 
     backbone = ScratchBackbone(hidden_size=32, num_layers=1, num_heads=2, ffn_size=64, max_position=64)
     types = ["answer"] if span_extraction else list(ENTITY_TYPES)

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lit_models.losses import CoSENTLoss, CosineMSELoss, FlatNCELoss, InfoNCELoss, SBERTLoss
+from lit_models.components.losses import CoSENTLoss, CosineMSELoss, FlatNCELoss, InfoNCELoss, SBERTLoss
 
 
 def cosent_brute_force(u, v, labels, scale):
@@ -80,7 +80,7 @@ def test_cosine_mse_matches_the_posts_formula_on_binary_labels():
 
 
 def test_token_cross_entropy_skips_ignored_positions():
-    from lit_models.losses import TokenCrossEntropy
+    from lit_models.components.losses import TokenCrossEntropy
 
     torch.manual_seed(0)
     logits = torch.randn(2, 3, 5)

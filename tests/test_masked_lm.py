@@ -11,14 +11,14 @@ from torch import nn
 
 import datamodules.corpus as corpus
 from datamodules.corpus import CorpusDataModule, dedup_key, mask_tokens, word_ids_of
-from datamodules.files import DataFormatError, MissingSplitError, find_file
-from datamodules.sts import pad
+from text.files import DataFormatError, MissingSplitError, find_file
+from text.padding import pad
 from hub.config import PROJECT_ROOT, instantiate_with
-from lit_models.backbones import ScratchBackbone
-from lit_models.init import bert, xavier
-from lit_models.losses import TokenCrossEntropy
+from lit_models.components.backbones import ScratchBackbone
+from lit_models.components.init import bert, xavier
+from lit_models.components.losses import TokenCrossEntropy
 from lit_models.masked_lm import MaskedLM
-from lit_models.schedules import constant
+from lit_models.components.schedules import constant
 from tests.conftest import compose_config, results_of, run_cli
 
 SAMPLE_DIR = PROJECT_ROOT / "datamodules" / "samples" / "stsb_sample"

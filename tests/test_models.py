@@ -4,11 +4,12 @@ import pytest
 import torch
 from torch import nn
 
-from lit_models.backbones import PretrainedBackbone, ScratchBackbone, resolve_pretrained
-from lit_models.bi_encoder import BiEncoder, pool
-from lit_models.init import bert, initialize, xavier
-from lit_models.losses import CoSENTLoss, SBERTLoss
-from lit_models.schedules import constant, linear_warmup
+from lit_models.components.backbones import PretrainedBackbone, ScratchBackbone, resolve_pretrained
+from lit_models.bi_encoder import BiEncoder
+from lit_models.components.pooling import pool
+from lit_models.components.init import bert, initialize, xavier
+from lit_models.components.losses import CoSENTLoss, SBERTLoss
+from lit_models.components.schedules import constant, linear_warmup
 
 
 def test_poolings_against_explicit_loops():

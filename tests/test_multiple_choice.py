@@ -9,9 +9,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from datamodules.files import DataFormatError, MissingSplitError
+from text.files import DataFormatError, MissingSplitError
 from datamodules.multiple_choice import read_c3, vocabulary_token
-from lit_models.backbones import VOCAB_DIR
+from lit_models.components.backbones import VOCAB_DIR
 from lit_models.multiple_choice import AssignedAccuracy, assign_distinct, choose_options
 from tests.conftest import compose_config, results_of, run_cli
 

@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lit_models.init import deepnorm, geometric, initialize, lecun, scaled_residual
-from lit_models.nn.attention import ATTENTIONS, AttentionConfig, GatedAttentionUnit
-from lit_models.nn.positions import RotaryEmbedding
-from lit_models.nn.transformer import Block, TransformerConfig, TransformerEncoder, deepnorm_constants
+from lit_models.components.init import deepnorm, geometric, initialize, lecun, scaled_residual
+from lit_models.components.nn.attention import ATTENTIONS, AttentionConfig, GatedAttentionUnit
+from lit_models.components.nn.positions import RotaryEmbedding
+from lit_models.components.nn.transformer import Block, TransformerConfig, TransformerEncoder, deepnorm_constants
 
 KINDS = ["softmax", "softmax_logn", "local", "linear", "gau"]
 torch.manual_seed(0)

@@ -6,8 +6,8 @@ from hydra.utils import instantiate
 from torch import nn
 
 from lit_models.base import TaskModule
-from lit_models.optim import Lion, Tiger
-from lit_models.schedules import constant, cosine, linear_warmup, piecewise_linear
+from lit_models.components.optim import Lion, Tiger
+from lit_models.components.schedules import constant, cosine, linear_warmup, piecewise_linear
 from tests.conftest import CONF_DIR, compose_config
 
 OPTIMIZERS = sorted(p.stem for p in (CONF_DIR / "optimizer").glob("*.yaml"))

@@ -3,7 +3,6 @@ checkpoints, a copy of the project inside another repository, and the README's c
 from __future__ import annotations
 
 import http.server
-import json
 import os
 import re
 import shlex
@@ -24,7 +23,7 @@ from hub.callbacks import NonFiniteGuard, NonFiniteLossError
 from hub.checkpoints import BestCheckpoint, resume_argv
 from hub.config import PROJECT_ROOT
 from hub.results import code_version
-from lit_models.optim.tiger import Tiger
+from lit_models.components.optim.tiger import Tiger
 from tests.conftest import results_of, run_cli
 
 FAST = ["logger=csv", "trainer.max_epochs=4", "trainer.deterministic=true"]

@@ -2,7 +2,7 @@
 causal) -> [B, L, d]. The multi-head variants share their projections and differ in `mix`; GAU replaces a
 whole attention + feed-forward pair (two GAU layers per block).
 
-Linear layers carry an `init_role` that the init schemes read (lit_models/init.py): "value" for v and
+Linear layers carry an `init_role` that the init schemes read (lit_models/components/init.py): "value" for v and
 the expanding projections, "residual_out" for projections that write into the residual stream.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lit_models.nn.positions import RotaryEmbedding
+from lit_models.components.nn.positions import RotaryEmbedding
 
 ACTIVATIONS = {"gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"), "swish": F.silu}
 

@@ -5,7 +5,7 @@ sentences [B, d] and the gold labels [B] (0/1, or a graded score in [0, label_ma
 
 Each pair loss declares `global_batch`: True when its value couples the pairs of a batch (CoSENT ranks
 every pair against every other, InfoNCE/FlatNCE use the other pairs as negatives). Under DDP such a loss
-must see the pairs of every rank, so the bi-encoder gathers them first (lit_models/distributed.py). A
+must see the pairs of every rank, so the bi-encoder gathers them first (lit_models/components/distributed.py). A
 per-pair loss (global_batch = False) is a mean over pairs, and DDP's averaging of the ranks' gradients is
 already exact for it (the distributed sampler gives every rank as many pairs).
 """
@@ -212,3 +212,25 @@ class FlatNCELoss(InfoNCELoss):
         positive = logits.gather(1, targets[:, None]).squeeze(1)
         negatives = logits.scatter(1, targets[:, None], float("-inf"))
         return (torch.logsumexp(negatives, dim=1) - positive).mean()
+
+
+class MultilabelCategoricalCrossEntropy(nn.Module):
+    """Softmax cross-entropy generalized to several target classes (kexue.fm/archives/7359), the GlobalPointer
+    loss of kexue.fm/archives/8373. Per type α, with P_α its gold spans and Q_α every other span:
+
+        loss_α = log(1 + Σ_{(i,j)∈P_α} e^{−s_α(i,j)}) + log(1 + Σ_{(i,j)∈Q_α} e^{s_α(i,j)})
+
+    It pushes gold scores above 0 and all others below, so decoding is s > 0, and it does not drown the few
+    positives among the n(n+1)/2 candidates. Takes `(scores, targets)` of one shape: [N, C] (each row one
+    problem over C classes) or [B, T, L, L] (each (example, type) one problem over its L×L spans); targets
+    are 0/1. Masked spans carry a score of −1e12 and add e^{−1e12} = 0. Returns the mean over problems.
+    """
+
+    def forward(self, scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        scores = scores.float().flatten(start_dim=min(2, scores.ndim - 1))
+        positive = targets.reshape(scores.shape).bool()
+        zero = scores.new_zeros(scores.shape[:-1] + (1,))
+        negatives = scores.masked_fill(positive, float("-inf"))
+        positives = (-scores).masked_fill(~positive, float("-inf"))
+        return (torch.logsumexp(torch.cat([zero, negatives], -1), -1)
+                + torch.logsumexp(torch.cat([zero, positives], -1), -1)).mean()

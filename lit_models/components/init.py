@@ -2,7 +2,7 @@
 
 A scheme is a function `scheme(weight, role)` that fills a 2-D weight (Linear [out, in] = [m, n],
 Embedding [vocab, d]) in place. `role` is the Linear's `init_role` ("query_key", "value", "residual_out"
-or "other"; see lit_models/nn/attention.py), which the depth-aware schemes read. Biases start at 0,
+or "other"; see lit_models/components/nn/attention.py), which the depth-aware schemes read. Biases start at 0,
 LayerNorm at (γ = 1, β = 0), an Embedding's padding row at 0. The scheme applies to every weight of a
 from-scratch backbone and to the heads a task creates; a pretrained backbone keeps its weights.
 """
@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from lit_models.nn.transformer import deepnorm_constants
+from lit_models.components.nn.transformer import deepnorm_constants
 
 Scheme = Callable[[torch.Tensor, str], None]
 

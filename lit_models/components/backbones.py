@@ -13,18 +13,18 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lit_models.nn.attention import AttentionConfig
-from lit_models.nn.transformer import TransformerConfig, TransformerEncoder
+from lit_models.components.nn.attention import AttentionConfig
+from lit_models.components.nn.transformer import TransformerConfig, TransformerEncoder
 
 log = logging.getLogger(__name__)
 VOCAB_DIR = Path(__file__).resolve().parent / "vocab"
 
 
 class ScratchBackbone(nn.Module):
-    """Our own Transformer encoder (lit_models/nn) over a shipped WordPiece vocabulary (bert-base-chinese).
+    """Our own Transformer encoder (lit_models/components/nn) over a shipped WordPiece vocabulary (bert-base-chinese).
 
     `attention` comes from the `attention=` group; the other architecture keys (norm, position, activation,
-    sizes, ...) from the backbone's YAML, see lit_models/nn/transformer.py.
+    sizes, ...) from the backbone's YAML, see lit_models/components/nn/transformer.py.
     `checkpoint`: a file saved by task=masked_lm (`backbone.pt`); its weights replace the init, and the
     architecture keys must match the ones it was pretrained with.
     """

@@ -7,7 +7,7 @@ two GAU layers (attention=gau). Each sublayer F is wrapped by the norm placement
     pre:      x ← x + F(LN(x))            (GPT-2; a final LN after the last block)
     deepnorm: x ← LN(α·x + F(x))          (DeepNet, kexue.fm/archives/8978; init=deepnorm gives F's gain β)
 
-Weights are drawn by the `init` group (lit_models/init.py), not here.
+Weights are drawn by the `init` group (lit_models/components/init.py), not here.
 """
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from lit_models.nn.attention import ACTIVATIONS, ATTENTIONS, AttentionConfig, GatedAttentionUnit
-from lit_models.nn.positions import POSITIONS, sinusoidal_table
+from lit_models.components.nn.attention import ACTIVATIONS, ATTENTIONS, AttentionConfig, GatedAttentionUnit
+from lit_models.components.nn.positions import POSITIONS, sinusoidal_table
 
 NORMS = ("post", "pre", "deepnorm")
 

@@ -1,0 +1,2 @@
+"""The bottom layer: text utilities that data modules and task modules share (reading data files, token ids
+and their cache, padding, dialogue encoding, CMRC 2018 scoring). It imports neither of them."""
