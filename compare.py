@@ -1,5 +1,7 @@
-"""Compare runs offline: one table per varied axis (mean ± sd over seeds, 95% CI, Welch's t-test of the
-winner against the runner-up), learning curves, the failed runs, and a check of what W&B recorded.
+"""Compare runs offline: each varied axis within each block (data set × task): mean ± sd over seeds, 95% CI,
+every pair of choices tested (paired t-test by seed, else Welch; Holm-adjusted) with the difference and its
+95% CI; across blocks only ranks and wins/ties/losses; learning curves (mean over seeds, min–max band), the
+failed runs, and, with --wandb-project, a check of what the W&B API holds.
 
     python compare.py outputs/multirun/2026-11-25/15-00-00-000000 [more folders or globs]
     python compare.py 'outputs/runs/*/*' --metric best/val/spearman --out reports/cosent
@@ -23,7 +25,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--metric", help="test/<m>, best/<monitor> or val/<m> (default: the task's test metric, "
                                          "else the best validation value)")
     parser.add_argument("--out", help="folder for report.md, report.html and the PNGs (default: the first PATH)")
-    parser.add_argument("--wandb-project", help="ENTITY/PROJECT: add the runs W&B holds (needs network)")
+    parser.add_argument("--wandb-project", help="ENTITY/PROJECT: add the runs of the W&B API and check their "
+                                                "summaries against results.json (needs network)")
     args = parser.parse_args(argv)
     if not args.paths and not args.wandb_project:
         parser.error("give run folders or --wandb-project")
