@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import netrc
 import os
-import socket
 from urllib.parse import urlparse
+
+from lit_models.components.backbones import reachable  # the one network probe
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +30,6 @@ def _wandb_port() -> int:
     return url.port or (80 if url.scheme == "http" else 443)
 
 
-def _reachable(host: str, timeout: float = 3.0) -> bool:
-    try:
-        socket.create_connection((host, _wandb_port()), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def wandb_mode() -> str:
     """WANDB_MODE if set; else online when a key exists and the server answers; else offline."""
     if os.environ.get("WANDB_MODE"):
@@ -44,7 +37,7 @@ def wandb_mode() -> str:
     if not has_wandb_credentials():
         log.info("W&B: no API key (WANDB_API_KEY or ~/.netrc), logging offline; `wandb sync` uploads later")
         return "offline"
-    if not _reachable(_wandb_host()):
+    if not reachable(_wandb_host(), _wandb_port()):
         log.warning("W&B: %s not reachable, logging offline; `wandb sync` uploads later", _wandb_host())
         return "offline"
     return "online"

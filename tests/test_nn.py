@@ -1,17 +1,43 @@
 """The from-scratch Transformer against naive references written out here."""
 import math
+from dataclasses import asdict
+from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lit_models.components.init import deepnorm, geometric, initialize, lecun, scaled_residual
-from lit_models.components.nn.attention import ATTENTIONS, AttentionConfig, GatedAttentionUnit
+from lit_models.components.init import (
+    deepnorm,
+    geometric,
+    initialize,
+    lecun,
+    scaled_residual,
+)
+from lit_models.components.nn.attention import (
+    GatedAttentionUnit,
+    LinearAttention,
+    LocalAttention,
+    LogNAttention,
+    MultiHeadAttention,
+    TokenMixer,
+    attention_factory,
+    visible,
+)
 from lit_models.components.nn.positions import RotaryEmbedding
-from lit_models.components.nn.transformer import Block, TransformerConfig, TransformerEncoder, deepnorm_constants
+from lit_models.components.nn.transformer import (
+    Block,
+    TransformerConfig,
+    TransformerEncoder,
+    deepnorm_constants,
+)
 
-KINDS = ["softmax", "softmax_logn", "local", "linear", "gau"]
+# conf/attention/<choice>.yaml instantiated, with options small enough to matter at these lengths
+ATTENTIONS = {"softmax": partial(MultiHeadAttention), "softmax_logn": partial(LogNAttention, train_length=4),
+              "local": partial(LocalAttention, window=3), "linear": partial(LinearAttention),
+              "gau": partial(GatedAttentionUnit, key_size=8)}
+KINDS = list(ATTENTIONS)
 torch.manual_seed(0)
 
 
@@ -31,7 +57,7 @@ def naive_multihead(module, x, key_mask, causal, kind):
     B, L, d = x.shape
     H = module.num_heads
     q, k, v = (module.heads(p(x)) for p in (module.query, module.key, module.value))
-    keep = naive_visible(key_mask, causal, module.cfg.window if kind == "local" else None)
+    keep = naive_visible(key_mask, causal, module.window if kind == "local" else None)
     out = torch.zeros(B, H, L, d // H, dtype=x.dtype)
     for b in range(B):
         for h in range(H):
@@ -44,7 +70,7 @@ def naive_multihead(module, x, key_mask, causal, kind):
                     continue
                 scores = k[b, h, js] @ q[b, h, i] / math.sqrt(d // H)
                 if kind == "softmax_logn":
-                    scores = scores * math.log(len(js)) / math.log(module.cfg.train_length)
+                    scores = scores * math.log(len(js)) / math.log(module.train_length)
                 out[b, h, i] = scores.softmax(0) @ v[b, h, js]
     return module.out(out.transpose(1, 2).reshape(B, L, d))
 
@@ -58,7 +84,7 @@ def naive_gau(module, x, key_mask, causal):
         for i in range(x.shape[1]):
             js = keep[b, i].nonzero().flatten()
             qk = k[b, js] @ q[b, i]
-            if module.cfg.normalization == "relu2":
+            if module.normalization == "relu2":
                 weights = F.relu(qk).square() / (len(js) * module.s)
             else:
                 weights = (qk / math.sqrt(module.s) * math.log(len(js)) / math.log(512)).softmax(0)
@@ -77,7 +103,7 @@ def inputs():
 @pytest.mark.parametrize("kind", ["softmax", "softmax_logn", "local", "linear"])
 def test_multihead_variants_match_the_naive_formula(kind, causal, inputs):
     x, key_mask = inputs
-    module = ATTENTIONS[kind](16, 4, AttentionConfig(kind=kind, window=3, train_length=4), rope=False, dropout=0.0).double()
+    module = ATTENTIONS[kind](hidden_size=16, num_heads=4, rope=False, dropout=0.0).double()
     got, expected = module(x, key_mask, causal), naive_multihead(module, x, key_mask, causal, kind)
     valid = key_mask[:, :, None].expand_as(got)
     assert torch.allclose(got[valid], expected[valid], atol=1e-10)
@@ -87,8 +113,7 @@ def test_multihead_variants_match_the_naive_formula(kind, causal, inputs):
 @pytest.mark.parametrize("normalization", ["relu2", "softmax_plus"])
 def test_gau_matches_the_naive_formula(normalization, causal, inputs):
     x, key_mask = inputs
-    cfg = AttentionConfig(kind="gau", key_size=8, expansion=2, normalization=normalization)
-    module = GatedAttentionUnit(16, cfg, rope=False, dropout=0.0).double()
+    module = GatedAttentionUnit(16, key_size=8, expansion=2, normalization=normalization).double()
     nn.init.normal_(module.gamma, std=1.0)                  # make the scores non-trivial
     got, expected = module(x, key_mask, causal), naive_gau(module, x, key_mask, causal)
     valid = key_mask[:, :, None].expand_as(got)
@@ -97,7 +122,7 @@ def test_gau_matches_the_naive_formula(normalization, causal, inputs):
 
 def encoder(kind, position="rope", **overrides):
     cfg = TransformerConfig(vocab_size=50, hidden_size=16, num_layers=2, num_heads=2, ffn_size=32, dropout=0.0,
-                            position=position, attention=AttentionConfig(kind=kind, key_size=8, window=3),
+                            position=position, attention=ATTENTIONS[kind],
                             max_position=64, **overrides)
     return TransformerEncoder(cfg).eval()
 
@@ -158,8 +183,62 @@ def test_deepnorm_residual_is_layernorm_of_alpha_x_plus_f():
 
 
 def test_deepnorm_and_gau_clash_names_both_keys():
-    with pytest.raises(ValueError, match="backbone.norm=deepnorm does not work with attention=gau"):
-        TransformerConfig(vocab_size=10, norm="deepnorm", attention=AttentionConfig(kind="gau"))
+    with pytest.raises(ValueError, match="backbone.norm=deepnorm does not work with attention GatedAttentionUnit"):
+        TransformerConfig(vocab_size=10, norm="deepnorm", attention=partial(GatedAttentionUnit, key_size=8))
+
+
+class MeanMixer(TokenMixer):
+    """A new attention defined here: every query takes the mean of the values it sees, times `scale`."""
+
+    supports_deepnorm = False
+
+    def __init__(self, hidden_size, num_heads, *, rope=False, dropout=0.0, bias=True, activation="gelu", scale=1.0):
+        super().__init__()
+        self.value = nn.Linear(hidden_size, hidden_size, bias=bias)
+        self.scale = scale
+
+    def forward(self, x, key_mask, causal=False):
+        keep = visible(key_mask, causal)[:, 0].to(x.dtype)
+        return self.scale * (keep @ self.value(x)) / keep.sum(-1, keepdim=True)
+
+
+class MeanMixerWithoutFFN(MeanMixer):
+    replaces_ffn = True
+
+
+@pytest.mark.parametrize("mixer, second", [(MeanMixer, "FeedForward"), (MeanMixerWithoutFFN, "MeanMixerWithoutFFN")])
+def test_a_new_attention_class_builds_blocks_from_its_class_attributes(mixer, second):
+    cfg = TransformerConfig(vocab_size=50, hidden_size=16, num_heads=2, ffn_size=32, attention=partial(mixer, scale=0.5))
+    model = TransformerEncoder(cfg).eval()
+    assert [type(m).__name__ for m in model.blocks[0].sublayers] == [mixer.__name__, second]
+    assert model.blocks[0].sublayers[0].scale == 0.5 and cfg.attention["scale"] == 0.5
+    ids = torch.randint(1, 50, (2, 6))
+    assert model(ids, torch.ones_like(ids), causal=True)[-1].shape == (2, 6, 16)
+    with pytest.raises(ValueError, match="deepnorm does not work with attention " + mixer.__name__):
+        TransformerConfig(vocab_size=50, norm="deepnorm", attention=mixer)
+    with pytest.raises(TypeError, match="TokenMixer subclass"):
+        TransformerConfig(vocab_size=50, attention=partial(nn.Linear, bias=False))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_stored_config_re_creates_the_same_attention(kind):
+    model = encoder(kind)
+    saved = asdict(model.cfg)                                           # what backbone.pt holds
+    assert saved["attention"] == {"_target_": f"lit_models.components.nn.attention.{ATTENTIONS[kind].func.__name__}",
+                                  **ATTENTIONS[kind].keywords}
+    again = TransformerEncoder(TransformerConfig(**saved)).eval()
+    again.load_state_dict(model.state_dict())
+    ids = torch.randint(1, 50, (2, 9))
+    assert torch.equal(model(ids, torch.ones_like(ids))[-1], again(ids, torch.ones_like(ids))[-1])
+
+
+def test_backbone_files_of_the_kind_era_still_load():
+    old = {"kind": "gau", "window": 128, "train_length": 256, "key_size": 8, "expansion": 2, "normalization": "relu2"}
+    factory = attention_factory(old)
+    assert factory.func is GatedAttentionUnit and factory.keywords == {
+        "key_size": 8, "expansion": 2, "normalization": "relu2", "train_length": 256}
+    cfg = TransformerConfig(vocab_size=10, hidden_size=8, num_heads=2, attention={**old, "kind": "local"})
+    assert cfg.attention == {"_target_": "lit_models.components.nn.attention.LocalAttention", "window": 128}
 
 
 @pytest.mark.parametrize("scheme, role, expected_std", [

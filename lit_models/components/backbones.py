@@ -8,12 +8,20 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from pathlib import Path
+from typing import Callable
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
-from lit_models.components.nn.attention import AttentionConfig
+from lit_models.components.nn.attention import (
+    MultiHeadAttention,
+    TokenMixer,
+    attention_factory,
+    attention_spec,
+)
 from lit_models.components.nn.transformer import TransformerConfig, TransformerEncoder
 
 log = logging.getLogger(__name__)
@@ -23,14 +31,18 @@ VOCAB_DIR = Path(__file__).resolve().parent / "vocab"
 class ScratchBackbone(nn.Module):
     """Our own Transformer encoder (lit_models/components/nn) over a shipped WordPiece vocabulary (bert-base-chinese).
 
-    `attention` comes from the `attention=` group; the other architecture keys (norm, position, activation,
-    sizes, ...) from the backbone's YAML, see lit_models/components/nn/transformer.py.
+    `attention`: the `attention=` group instantiated, a partial that builds one token-mixing layer given the
+    model's sizes (lit_models/components/nn/attention.py); None: the checkpoint's attention, else softmax. The
+    other architecture keys (norm, position, activation, sizes, ...) come from the backbone's YAML, see
+    lit_models/components/nn/transformer.py.
     `checkpoint`: a file saved by task=masked_lm (`backbone.pt`); its weights replace the init, and the
     architecture keys must match the ones it was pretrained with.
     """
 
+    TAKES_ATTENTION = True   # the `attention=` group builds its token mixing
+
     def __init__(self, vocab: str = "bert-base-chinese", text_prefix: str = "", finetune_lr: float = 1e-3,
-                 checkpoint: str | None = None, attention: dict | None = None, **transformer):
+                 checkpoint: str | None = None, attention: Callable[..., TokenMixer] | None = None, **transformer):
         super().__init__()
         from transformers import BertTokenizer
 
@@ -41,16 +53,27 @@ class ScratchBackbone(nn.Module):
             raise RuntimeError(f"tokenizer loaded {len(self.tokenizer)} tokens from {VOCAB_DIR / vocab}, "
                                f"vocab.txt has {expected}")
         self.text_prefix, self.finetune_lr = text_prefix, finetune_lr
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True) if checkpoint is not None else {}
+        if attention is None:
+            attention = state.get("config", {}).get("attention", MultiHeadAttention)
         self.encoder = TransformerEncoder(TransformerConfig(
-            vocab_size=len(self.tokenizer), pad_token_id=self.tokenizer.pad_token_id,
-            attention=AttentionConfig(**(attention or {})), **transformer))
+            vocab_size=len(self.tokenizer), pad_token_id=self.tokenizer.pad_token_id, attention=attention,
+            **transformer))
         self.hidden_size = self.encoder.cfg.hidden_size
         self.from_scratch = checkpoint is None
         if checkpoint is not None:
-            self.load_pretrained(checkpoint)
+            self.load_pretrained(checkpoint, state)
 
-    def load_pretrained(self, path: str) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    def load_pretrained(self, path: str, state: dict) -> None:
+        """The weights of backbone.pt. Its attention class must be ours: the multi-head variants share their
+        parameters, so another one would load silently and mix tokens differently."""
+        saved, ours = state.get("config", {}).get("attention"), self.encoder.cfg.attention
+        saved = attention_spec(attention_factory(saved)) if saved is not None else ours
+        if saved["_target_"] != ours["_target_"]:
+            raise ValueError(f"backbone.checkpoint={path} was pretrained with attention {saved}, this backbone "
+                             f"builds {ours}: choose the attention= it was pretrained with")
+        if saved != ours:
+            log.warning("backbone.checkpoint=%s was pretrained with attention %s, now %s", path, saved, ours)
         try:
             self.encoder.load_state_dict(state["encoder"])
         except RuntimeError as error:
@@ -72,6 +95,7 @@ class PretrainedBackbone(nn.Module):
     """
 
     from_scratch = False
+    TAKES_ATTENTION = False  # a pretrained checkpoint fixes its attention
 
     def __init__(self, name_or_path: str, local_dir: str | None = None, text_prefix: str = "",
                  finetune_lr: float = 2e-5, gradient_checkpointing: bool = False):
@@ -98,14 +122,34 @@ class PretrainedBackbone(nn.Module):
         return list(out.hidden_states)
 
 
-def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
-        return False
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
+def reachable(host: str, port: int = 443, timeout: float = 2.0) -> bool:
+    """Whether a TCP connection to host:port opens within `timeout` seconds, name lookup included: getaddrinfo
+    ignores socket timeouts, so the probe runs in a daemon thread that is left behind when it is late."""
+    opened = []
+
+    def probe():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            opened.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(opened)
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub reads it (1, on, yes, true)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """The Hugging Face hub (HF_ENDPOINT, e.g. a mirror, else huggingface.co) is allowed and answers."""
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    return not hub_offline() and reachable(endpoint.hostname, port, timeout)
 
 
 def resolve_pretrained(name_or_path: str, local_dir: str | None) -> str:
@@ -119,7 +163,8 @@ def resolve_pretrained(name_or_path: str, local_dir: str | None) -> str:
     if hub_reachable():
         return name_or_path
     if local_dir and Path(local_dir).is_dir():
-        log.warning("Hugging Face hub not reachable: loading %s from the local folder %s", name_or_path, local_dir)
+        log.warning("Hugging Face hub not reachable (%s): loading %s from the local folder %s",
+                    "HF_HUB_OFFLINE is set" if hub_offline() else "no connection", name_or_path, local_dir)
         return local_dir
     raise FileNotFoundError(
         f"backbone {name_or_path!r} is neither a folder nor in the Hugging Face cache, the hub is not reachable, "

@@ -1,7 +1,11 @@
-"""Every `scheduler=` choice: a function (optimizer, num_training_steps, ...) -> a per-step LR scheduler."""
+"""Every `scheduler=` choice: a function (optimizer, num_training_steps, ...) -> a per-step LR scheduler.
+
+linear_warmup, constant and cosine are transformers' schedules behind our signature (warmup as a ratio of the
+steps, w = ⌊warmup_ratio·T⌋), imported when called (transformers takes seconds to import). Their warmup
+factor is step/w, so step 0 runs at LR 0 and step w at the full LR.
+"""
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 from torch.optim import Optimizer
@@ -9,38 +13,32 @@ from torch.optim.lr_scheduler import LambdaLR
 
 
 def linear_warmup(optimizer: Optimizer, num_training_steps: int, warmup_ratio: float = 0.1) -> LambdaLR:
-    """LR factor rises linearly 0 → 1 over the first `warmup_ratio` of the steps, then falls linearly to 0."""
-    warmup = int(warmup_ratio * num_training_steps)
+    """LR factor step/w over the first w = ⌊warmup_ratio·T⌋ steps, then (T − step)/(T − w) down to 0 at step T."""
+    from transformers import get_linear_schedule_with_warmup
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (num_training_steps - step) / max(1, num_training_steps - warmup))
-
-    return LambdaLR(optimizer, factor)
+    return get_linear_schedule_with_warmup(optimizer, int(warmup_ratio * num_training_steps), num_training_steps)
 
 
 def constant(optimizer: Optimizer, num_training_steps: int) -> LambdaLR:
     """The optimizer's LR throughout, as in the CoSENT experiments (Adam, 2e-5, no schedule)."""
-    return LambdaLR(optimizer, lambda step: 1.0)
+    from transformers import get_constant_schedule
+
+    return get_constant_schedule(optimizer)
 
 
 def cosine(optimizer: Optimizer, num_training_steps: int, warmup_ratio: float = 0.1,
            min_ratio: float = 0.0) -> LambdaLR:
-    """LR factor rises linearly 0 → 1 over the first `warmup_ratio` of the steps (as linear_warmup), then
-    follows half a cosine from 1 down to `min_ratio` at the last step:
+    """LR factor step/w over the first w = ⌊warmup_ratio·T⌋ steps (as linear_warmup), then half a cosine from 1
+    down to `min_ratio` at step T:
 
-        factor = min_ratio + (1 − min_ratio)·(1 + cos(π·p))/2,   p = (step − warmup)/(num_training_steps − warmup)
+        factor = min_ratio + (1 − min_ratio)·(1 + cos(π·p))/2,   p = (step − w)/(T − w)
+
+    p is not clipped at 1: past step T the factor turns back up (Lightning stops at T).
     """
-    warmup = int(warmup_ratio * num_training_steps)
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, num_training_steps - warmup))
-        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return LambdaLR(optimizer, factor)
+    return get_cosine_with_min_lr_schedule_with_warmup(optimizer, int(warmup_ratio * num_training_steps),
+                                                       num_training_steps, min_lr_rate=min_ratio)
 
 
 def piecewise_linear(optimizer: Optimizer, num_training_steps: int,

@@ -1,14 +1,23 @@
-"""Every `attention=` choice of the from-scratch Transformer. Each mixes tokens: (x [B, L, d], key_mask [B, L],
-causal) -> [B, L, d]. The multi-head variants share their projections and differ in `mix`; GAU replaces a
-whole attention + feed-forward pair (two GAU layers per block).
+"""Every `attention=` choice of the from-scratch Transformer: a TokenMixer subclass, named by
+conf/attention/<choice>.yaml as `_target_` + `_partial_: true` with its own options. The Transformer fills in
+the model's sizes, the same keywords for every class:
 
-Linear layers carry an `init_role` that the init schemes read (lit_models/components/init.py): "value" for v and
-the expanding projections, "residual_out" for projections that write into the residual stream.
+    layer = attention(hidden_size=d, num_heads=H, rope=position == "rope", dropout=p,
+                      bias=not qk_bias_only, activation=act)
+
+and a layer mixes tokens: (x [B, L, d], key_mask [B, L], causal) -> [B, L, d]. Two class attributes tell the
+block how to use it: `replaces_ffn` (two layers make a block, no feed-forward: GAU) and `supports_deepnorm`.
+
+Linear layers carry an `init_role` that the init schemes read (lit_models/components/init.py): "query_key",
+"value" for v and the expanding projections, "residual_out" for projections that write into the residual stream.
 """
 from __future__ import annotations
 
+import importlib
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from functools import partial
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -19,20 +28,12 @@ from lit_models.components.nn.positions import RotaryEmbedding
 ACTIVATIONS = {"gelu": F.gelu, "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"), "swish": F.silu}
 
 
-@dataclass
-class AttentionConfig:
-    kind: str = "softmax"          # softmax | softmax_logn | local | linear | gau
-    window: int = 128              # local: query i sees keys j with |i − j| < window (causal: 0 ≤ i − j < window)
-    train_length: int = 512        # softmax_logn and GAU's softmax_plus: logits × log n / log train_length
-    key_size: int = 128            # gau: s, the size of the shared Z
-    expansion: int = 2             # gau: e = expansion × d
-    normalization: str = "relu2"   # gau: relu2 | softmax_plus
+class TokenMixer(nn.Module):
+    """Base of every attention choice. A subclass takes (hidden_size, num_heads, *, rope, dropout, bias,
+    activation), then its own options by keyword; forward(x, key_mask, causal) -> [B, L, d]."""
 
-    def __post_init__(self):
-        if self.kind not in ATTENTIONS:
-            raise ValueError(f"attention kind must be one of {sorted(ATTENTIONS)}, got {self.kind!r}")
-        if self.normalization not in ("relu2", "softmax_plus"):
-            raise ValueError(f"GAU normalization must be relu2 or softmax_plus, got {self.normalization!r}")
+    replaces_ffn = False        # True: a block is two of these layers and no feed-forward (GAU)
+    supports_deepnorm = True    # False: backbone.norm=deepnorm is refused (its gains assume attention + FFN)
 
 
 def visible(key_mask: torch.Tensor, causal: bool, window: int | None = None) -> torch.Tensor:
@@ -49,15 +50,16 @@ def visible(key_mask: torch.Tensor, causal: bool, window: int | None = None) -> 
     return (key_mask.bool()[:, None, None, :] & allowed) | (i == j)
 
 
-class MultiHeadAttention(nn.Module):
-    """Softmax attention (Vaswani et al.): softmax(q kᵀ/√d_h) v per head, through F.scaled_dot_product_attention."""
+class MultiHeadAttention(TokenMixer):
+    """Softmax attention (Vaswani et al.): softmax(q kᵀ/√d_h) v per head, through F.scaled_dot_product_attention.
+    q and k always have biases, `bias` is for v and the output; `activation` is unused (no φ here)."""
 
-    def __init__(self, hidden_size: int, num_heads: int, attention: AttentionConfig, rope: bool, dropout: float,
-                 qk_bias: bool = True, bias: bool = True):
+    def __init__(self, hidden_size: int, num_heads: int, *, rope: bool = False, dropout: float = 0.0,
+                 bias: bool = True, activation: str = "gelu"):
         super().__init__()
-        self.num_heads, self.dropout, self.cfg = num_heads, dropout, attention
-        self.query = nn.Linear(hidden_size, hidden_size, bias=qk_bias)
-        self.key = nn.Linear(hidden_size, hidden_size, bias=qk_bias)
+        self.num_heads, self.dropout = num_heads, dropout
+        self.query = nn.Linear(hidden_size, hidden_size)
+        self.key = nn.Linear(hidden_size, hidden_size)
         self.value = nn.Linear(hidden_size, hidden_size, bias=bias)
         self.out = nn.Linear(hidden_size, hidden_size, bias=bias)
         self.query.init_role = self.key.init_role = "query_key"
@@ -87,10 +89,14 @@ class LogNAttention(MultiHeadAttention):
 
     so the attention's entropy stays put when a model trained at length T reads longer inputs."""
 
+    def __init__(self, hidden_size: int, num_heads: int, *, train_length: int = 512, **model):
+        super().__init__(hidden_size, num_heads, **model)
+        self.train_length = train_length
+
     def mix(self, q, k, v, key_mask, causal):
         keep = visible(key_mask, causal)
         n = keep.sum(-1, keepdim=True).clamp(min=1).to(q.dtype)                  # [B, 1, L, 1]
-        q = q * (torch.log(n) / math.log(self.cfg.train_length))
+        q = q * (torch.log(n) / math.log(self.train_length))
         return F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=self.dropout if self.training else 0.0)
 
 
@@ -98,8 +104,12 @@ class LocalAttention(MultiHeadAttention):
     """Sliding-window softmax attention (kexue.fm/archives/9431): query i sees only keys with |i − j| < window
     (causal: 0 ≤ i − j < window). With RoPE it extrapolates to lengths beyond training."""
 
+    def __init__(self, hidden_size: int, num_heads: int, *, window: int = 128, **model):
+        super().__init__(hidden_size, num_heads, **model)
+        self.window = window
+
     def mix(self, q, k, v, key_mask, causal):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=visible(key_mask, causal, self.cfg.window),
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=visible(key_mask, causal, self.window),
                                               dropout_p=self.dropout if self.training else 0.0)
 
 
@@ -123,22 +133,29 @@ class LinearAttention(MultiHeadAttention):
         return numerator / denominator.clamp(min=1e-6)
 
 
-class GatedAttentionUnit(nn.Module):
+class GatedAttentionUnit(TokenMixer):
     """GAU, the layer of FLASH (Hua et al. 2022; kexue.fm/archives/8934, 8990, 9052):
 
         U = φ(X W_u), V = φ(X W_v) ∈ R^{n×e},  Z = φ(X W_z) ∈ R^{n×s},  Q = γ_q ⊙ Z + β_q,  K = γ_k ⊙ Z + β_k
         relu2:        A = relu²(Q Kᵀ / √s) / n                 (= relu²(QKᵀ)/(n s), Su's 1/(ns) scaling)
-        softmax_plus: A = softmax(Q Kᵀ / √s · log n / log 512)  (GAU-α)
+        softmax_plus: A = softmax(Q Kᵀ / √s · log n / log T)   (GAU-α, T = train_length)
         O = (U ⊙ A V) W_o
 
-    single head, RoPE on Q and K, n = number of keys the query sees. Two GAU layers replace one
-    attention + feed-forward pair."""
+    single head (num_heads is unused), RoPE on Q and K, n = number of keys the query sees, φ = `activation`,
+    e = expansion·d, s = key_size. Two GAU layers replace one attention + feed-forward pair, a pair DeepNorm's
+    gains are not derived for."""
 
-    def __init__(self, hidden_size: int, attention: AttentionConfig, rope: bool, dropout: float,
-                 activation: str = "swish", bias: bool = True):
+    replaces_ffn = True
+    supports_deepnorm = False
+
+    def __init__(self, hidden_size: int, num_heads: int = 1, *, rope: bool = False, dropout: float = 0.0,
+                 bias: bool = True, activation: str = "swish", key_size: int = 128, expansion: int = 2,
+                 normalization: str = "relu2", train_length: int = 512):
         super().__init__()
-        self.cfg, self.dropout = attention, dropout
-        self.e, self.s = attention.expansion * hidden_size, attention.key_size
+        if normalization not in ("relu2", "softmax_plus"):
+            raise ValueError(f"GAU normalization must be relu2 or softmax_plus, got {normalization!r}")
+        self.dropout, self.normalization, self.train_length = dropout, normalization, train_length
+        self.e, self.s = expansion * hidden_size, key_size
         self.uvz = nn.Linear(hidden_size, 2 * self.e + self.s, bias=bias)
         self.uvz.init_role = "value"
         self.gamma = nn.Parameter(torch.randn(2, self.s) * 0.02)
@@ -156,14 +173,46 @@ class GatedAttentionUnit(nn.Module):
         keep = visible(key_mask, causal)[:, 0]                                        # [B, L, L]
         n = keep.sum(-1, keepdim=True).clamp(min=1).to(q.dtype)
         logits = q @ k.transpose(-1, -2) / math.sqrt(self.s)
-        if self.cfg.normalization == "relu2":
+        if self.normalization == "relu2":
             weights = F.relu(logits).square().masked_fill(~keep, 0.0) / n
         else:
-            logits = logits * (torch.log(n) / math.log(self.cfg.train_length))
+            logits = logits * (torch.log(n) / math.log(self.train_length))
             weights = logits.masked_fill(~keep, float("-inf")).softmax(-1)
         weights = F.dropout(weights, self.dropout, self.training)
         return self.out(u * (weights @ v))
 
 
-ATTENTIONS = {"softmax": MultiHeadAttention, "softmax_logn": LogNAttention, "local": LocalAttention,
-              "linear": LinearAttention, "gau": GatedAttentionUnit}
+# backbone.pt files written before attention was a `_target_` stored {"kind": ..., every option of every kind}.
+LEGACY_KINDS = {"softmax": (MultiHeadAttention, ()), "softmax_logn": (LogNAttention, ("train_length",)),
+                "local": (LocalAttention, ("window",)), "linear": (LinearAttention, ()),
+                "gau": (GatedAttentionUnit, ("key_size", "expansion", "normalization", "train_length"))}
+
+
+def attention_class(factory: Callable[..., TokenMixer]) -> type[TokenMixer]:
+    """The class a factory (a class, or a partial of one) builds; its attributes describe every layer it makes."""
+    return getattr(factory, "func", factory)
+
+
+def attention_factory(attention: Callable[..., TokenMixer] | Mapping) -> Callable[..., TokenMixer]:
+    """The callable that builds one layer: a TokenMixer class or partial as given, or one re-created from a spec
+    {"_target_": "module.Class", **options} (or a legacy {"kind": ...}) as backbone.pt stores it."""
+    if isinstance(attention, Mapping):
+        spec = {k: v for k, v in attention.items() if k != "_partial_"}
+        if "kind" in spec:
+            cls, options = LEGACY_KINDS[spec["kind"]]
+            return partial(cls, **{k: spec[k] for k in options if k in spec})
+        module, _, name = spec.pop("_target_").rpartition(".")
+        attention = partial(getattr(importlib.import_module(module), name), **spec)
+    cls = attention_class(attention)
+    if not (isinstance(cls, type) and issubclass(cls, TokenMixer)):
+        raise TypeError(f"attention must be a TokenMixer subclass or a partial of one (conf/attention/*.yaml: "
+                        f"_target_ + _partial_: true), got {attention!r}")
+    return attention
+
+
+def attention_spec(factory: Callable[..., TokenMixer]) -> dict:
+    """{"_target_": "module.Class", **options}: plain data that attention_factory turns back into `factory`."""
+    if getattr(factory, "args", ()):
+        raise ValueError(f"an attention partial fills its options by keyword, got positional {factory.args}")
+    cls = attention_class(factory)
+    return {"_target_": f"{cls.__module__}.{cls.__qualname__}", **getattr(factory, "keywords", {})}

@@ -1,7 +1,8 @@
 """A from-scratch Transformer encoder (a decoder when run with causal=True), small enough to read in one sitting.
 
-Token (+ position) (+ segment) embeddings → LayerNorm → N blocks. A block is attention + feed-forward, or
-two GAU layers (attention=gau). Each sublayer F is wrapped by the norm placement:
+Token (+ position) (+ segment) embeddings → LayerNorm → N blocks. A block is attention + feed-forward, or two
+attention layers when the attention class replaces the feed-forward too (GAU). `attention` is the callable from
+conf/attention (nn/attention.py) that builds one such layer. Each sublayer F is wrapped by the norm placement:
 
     post:     x ← LN(x + F(x))            (BERT)
     pre:      x ← x + F(LN(x))            (GPT-2; a final LN after the last block)
@@ -11,13 +12,21 @@ Weights are drawn by the `init` group (lit_models/components/init.py), not here.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from lit_models.components.nn.attention import ACTIVATIONS, ATTENTIONS, AttentionConfig, GatedAttentionUnit
+from lit_models.components.nn.attention import (
+    ACTIVATIONS,
+    MultiHeadAttention,
+    TokenMixer,
+    attention_class,
+    attention_factory,
+    attention_spec,
+)
 from lit_models.components.nn.positions import POSITIONS, sinusoidal_table
 
 NORMS = ("post", "pre", "deepnorm")
@@ -53,23 +62,26 @@ class TransformerConfig:
     activation: str = "gelu"       # gelu | gelu_tanh | swish
     qk_bias_only: bool = False     # biases on the query/key projections only (kexue.fm/archives/9577)
     recompute: bool = False        # recompute each block in backward: less memory, ~25% more time (7367)
-    attention: AttentionConfig = field(default_factory=AttentionConfig)
+    attention: Callable[..., TokenMixer] | dict = MultiHeadAttention   # kept as its spec dict, see __post_init__
     pad_token_id: int = 0
     type_vocab_size: int = 2       # segment ids (sentence A/B, or the speaker of a dialogue turn)
     layer_norm_eps: float = 1e-12
 
     def __post_init__(self):
-        if isinstance(self.attention, dict):
-            self.attention = AttentionConfig(**self.attention)
+        # the callable builds the layers; the field keeps {"_target_": ..., **options}, so asdict(cfg) is plain
+        # data (backbone.pt) and TransformerConfig(**asdict(cfg)) re-creates the same attention
+        self.make_attention = attention_factory(self.attention)
+        self.attention = attention_spec(self.make_attention)
+        attention = attention_class(self.make_attention)
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         for key, value, allowed in (("norm", self.norm, NORMS), ("position", self.position, POSITIONS),
                                     ("activation", self.activation, tuple(ACTIVATIONS))):
             if value not in allowed:
                 raise ValueError(f"backbone.{key} must be one of {'|'.join(allowed)}, got {value!r}")
-        if self.norm == "deepnorm" and self.attention.kind == "gau":
-            raise ValueError("backbone.norm=deepnorm does not work with attention=gau (DeepNorm's gains are derived "
-                             "for attention + feed-forward sublayers); use norm=post or norm=pre with GAU")
+        if self.norm == "deepnorm" and not attention.supports_deepnorm:
+            raise ValueError(f"backbone.norm=deepnorm does not work with attention {attention.__name__} (DeepNorm's "
+                             f"gains are derived for attention + feed-forward sublayers); use norm=post or norm=pre")
         deepnorm_constants(self.num_layers, self.deepnorm_rule)
 
 
@@ -88,21 +100,19 @@ class FeedForward(nn.Module):
         return self.down(self.act(self.up(x)))
 
 
-def token_mixer(cfg: TransformerConfig) -> nn.Module:
-    rope, bias = cfg.position == "rope", not cfg.qk_bias_only
-    if cfg.attention.kind == "gau":
-        return GatedAttentionUnit(cfg.hidden_size, cfg.attention, rope, cfg.dropout, cfg.activation, bias=bias)
-    return ATTENTIONS[cfg.attention.kind](cfg.hidden_size, cfg.num_heads, cfg.attention, rope, cfg.dropout,
-                                          qk_bias=True, bias=bias)
+def token_mixer(cfg: TransformerConfig) -> TokenMixer:
+    """One attention layer at the model's sizes; the partial from conf/attention holds the layer's own options."""
+    return cfg.make_attention(hidden_size=cfg.hidden_size, num_heads=cfg.num_heads, rope=cfg.position == "rope",
+                              dropout=cfg.dropout, bias=not cfg.qk_bias_only, activation=cfg.activation)
 
 
 class Block(nn.Module):
-    """Two residual sublayers: attention then feed-forward, or GAU then GAU."""
+    """Two residual sublayers: attention then feed-forward, or attention twice when it `replaces_ffn` (GAU)."""
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
-        second = token_mixer(cfg) if cfg.attention.kind == "gau" else FeedForward(cfg)
-        self.sublayers = nn.ModuleList([token_mixer(cfg), second])
+        mixer = token_mixer(cfg)
+        self.sublayers = nn.ModuleList([mixer, token_mixer(cfg) if mixer.replaces_ffn else FeedForward(cfg)])
         self.norms = nn.ModuleList(nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps) for _ in range(2))
         self.drop = nn.Dropout(cfg.dropout)
         self.placement = cfg.norm
