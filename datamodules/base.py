@@ -1,54 +1,75 @@
-"""What every file-backed DataModule shares: splits checked on disk up front, the tokenizer handed over by
-run.py, each split tokenized once on setup, loaders that pad per batch."""
+"""What every DataModule shares: splits checked on disk up front, the tokenizer handed over by run.py, each
+split tokenized once on setup, loaders whose one collate pads per batch."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from text.files import EmptySplitError, MissingSplitError, candidates, find_file
+from text.info import DataInfo
+from text.padding import IGNORE_INDEX, pad_batch
 
 SPLITS_OF_STAGE = {"fit": ("train", "valid"), "validate": ("valid",), "test": ("test",), "predict": ()}
 # predict: nothing up front; `loader(split)` tokenizes the split asked for (run.py predicts valid and test)
+PAIR_ENCODINGS = ("separate", "joint")
 
 
 class SplitFilesDataModule(L.LightningDataModule):
-    """One file per split (train/valid/test). Subclasses read a split (`read_split`), turn it into a
-    Dataset of token ids (`tokenize_split`) and pad a batch (`collate`).
+    """The base of every `data=` choice. A subclass reads a split (`read_split`), turns it once into a Dataset
+    (`tokenize_split`) and says how a batch of its items splits into token rows and per-example fields
+    (`rows`); `collate` pads the rows, every field with its fill value of `fill`.
 
     What a subclass may add for its task and for `predict=true`:
+        kinds: what the data gives a task (pairs, joint_pairs, classification, spans, choices, corpus,
+            dialogues), matched with a task's `DATA_KINDS` before anything is built; `kinds_for(node)` when
+            they depend on the config.
+        info: the facts a task is shaped by (text/info.py), e.g. DataInfo(name, num_labels=15, ...).
         test_labelled: False when the test file has no labels (CLUE's submission sets): run.py then skips
             trainer.test and only predicts it.
-        task_inputs(): what the task needs to know of the data (e.g. {"num_labels": 15}); run.py passes
-            the keys the task's constructor names.
         write_predictions(split, predictions, folder): turn the task's predict_step outputs (one dict per
             example, with the example's position in the split as "index") into prediction files.
 
-    Args:
+    Args (keyword-only; each is the `data.<key>` of the config):
         name: the dataset's name, used in messages and results.
-        paths: split name -> file path; `.xz`/`.gz` versions are found too.
+        paths: split name -> its file, or its list of files (C3 reads two); `.xz`/`.gz` versions are found too.
         source: where the official files are published, quoted when a split is missing.
-        train_limit: keep only the first N training examples (file order).
+        max_length: tokens per sequence, special tokens included.
+        batch_size: examples per training batch; eval_batch_size: per evaluation batch (None: batch_size).
+        train_limit: keep only the first N training examples (file order); eval_limit: the first N of every
+            other split, predictions included (quick runs; the metrics are then not the official ones).
+        num_workers: DataLoader worker processes.
         cache_dir: where token ids are kept between runs (None: tokenize every time).
     """
 
-    def __init__(self, name: str, paths: dict[str, Path], source: str, max_length: int, batch_size: int,
-                 eval_batch_size: int | None, train_limit: int | None, num_workers: int, cache_dir: str | None):
-        super().__init__()
-        self.name, self.paths, self.source = name, paths, source
-        self.max_length, self.batch_size = max_length, batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.train_limit, self.num_workers, self.cache_dir = train_limit, num_workers, cache_dir
-        self.tokenizer, self.text_prefix = None, ""
-        self.datasets: dict[str, Dataset] = {}
-
+    kinds: ClassVar[tuple[str, ...]] = ()
     test_labelled = True
     prediction_splits = ("valid", "test")
 
-    def task_inputs(self) -> dict:
-        return {}
+    def __init__(self, *, name: str, paths: dict[str, Path | list[Path]], source: str, max_length: int,
+                 batch_size: int = 32, eval_batch_size: int | None = None, train_limit: int | None = None,
+                 eval_limit: int | None = None, num_workers: int = 0, cache_dir: str | None = None):
+        super().__init__()
+        self.name, self.source, self.max_length = name, source, max_length
+        self.paths = {split: [Path(p)] if isinstance(p, (str, Path)) else [Path(f) for f in p]
+                      for split, p in paths.items()}
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.train_limit, self.eval_limit = train_limit, eval_limit
+        self.num_workers, self.cache_dir = num_workers, cache_dir
+        self.tokenizer, self.text_prefix, self.pair_encoding = None, "", "separate"
+        self.datasets: dict[str, Dataset] = {}
+
+    @classmethod
+    def kinds_for(cls, node) -> tuple[str, ...]:
+        """The kinds of the data choice whose config is `node` (read before anything is built): `kinds`."""
+        return cls.kinds
+
+    @property
+    def info(self) -> DataInfo:
+        return DataInfo(self.name)
 
     def write_predictions(self, split: str, predictions: list[dict], folder: Path) -> list[Path]:
         """Write the predictions of `split` under `folder`; returns the files written."""
@@ -58,31 +79,53 @@ class SplitFilesDataModule(L.LightningDataModule):
     def writes_predictions(self) -> bool:
         return type(self).write_predictions is not SplitFilesDataModule.write_predictions
 
+    # --- files ----------------------------------------------------------------------------------------------
+
     def require(self, splits) -> None:
         """Fail now, naming the files looked for, if any of `splits` is not on disk."""
         for split in splits:
             if split not in self.paths:
                 raise MissingSplitError(f"data={self.name} has no {split} split (configured: {sorted(self.paths)})")
-            if find_file(self.paths[split]) is None:
-                looked = ", ".join(str(p) for p in candidates(self.paths[split]))
+            missing = [path for path in self.paths[split] if find_file(path) is None]
+            if missing:
+                looked = ", ".join(str(p) for path in missing for p in candidates(path))
                 raise MissingSplitError(
                     f"data={self.name}: the {split} split is not on disk. Looked for: {looked}. "
                     f"Official data: {self.source}. Point paths.data_dir (or HUB_DATA_DIR) at the folder that holds it.")
 
-    def file_of(self, split: str) -> Path:
-        self.require([split])
-        return find_file(self.paths[split])
+    def has_split(self, split: str) -> bool:
+        return split in self.paths and all(find_file(path) is not None for path in self.paths[split])
 
     def files_of(self, split: str) -> list[Path]:
-        """The files a split is read from (one here; C3 and CHID read several)."""
-        return [self.file_of(split)]
+        """The files a split is read from, as found on disk."""
+        self.require([split])
+        return [find_file(path) for path in self.paths[split]]
+
+    def file_of(self, split: str) -> Path:
+        return self.files_of(split)[0]
+
+    def labelled(self, split: str) -> bool:
+        return split in ("train", "valid") or (split == "test" and self.test_labelled)
+
+    def limit_of(self, split: str) -> int | None:
+        return self.train_limit if split == "train" else self.eval_limit
 
     def limit(self, split: str, examples):
-        return examples[:self.train_limit] if split == "train" and self.train_limit else examples
+        """The first `limit_of(split)` examples (all when it is None)."""
+        n = self.limit_of(split)
+        return examples[:n] if n else examples
 
-    def set_tokenizer(self, tokenizer, text_prefix: str = "") -> None:
-        """`text_prefix` goes before every text (E5 wants "query: ")."""
-        self.tokenizer, self.text_prefix = tokenizer, text_prefix
+    # --- tokens -----------------------------------------------------------------------------------------------
+
+    def set_tokenizer(self, tokenizer, text_prefix: str = "", pair_encoding: str = "separate") -> None:
+        """`text_prefix` goes before every text (E5 wants "query: "). `pair_encoding`, the task's: how pair
+        data encodes a pair, "separate" (each sentence alone, bi-encoders) or "joint" ([CLS] a [SEP] b [SEP],
+        cross-encoders); data without pairs ignores it."""
+        if pair_encoding not in PAIR_ENCODINGS:
+            raise ValueError(f"pair_encoding must be one of {PAIR_ENCODINGS}, got {pair_encoding!r}")
+        self.tokenizer, self.text_prefix, self.pair_encoding = tokenizer, text_prefix, pair_encoding
+        self.fill = {"input_ids": tokenizer.pad_token_id, "token_type_ids": tokenizer.pad_token_type_id,
+                     "labels": IGNORE_INDEX, "offsets": -1, "span_mask": False}
         self.datasets.clear()
 
     def setup(self, stage: str) -> None:
@@ -98,13 +141,13 @@ class SplitFilesDataModule(L.LightningDataModule):
         if split not in self.datasets:
             dataset = self.tokenize_split(split)
             if len(dataset) == 0:
-                files = ", ".join(str(p) for p in self.files_of(split))
-                raise EmptySplitError(f"{files}: the {split} split of data={self.name} holds no examples")
+                raise self.empty_split(split)
             self.datasets[split] = dataset
         return self.datasets[split]
 
-    def has_split(self, split: str) -> bool:
-        return split in self.paths and find_file(self.paths[split]) is not None
+    def empty_split(self, split: str) -> EmptySplitError:
+        files = ", ".join(str(p) for p in self.files_of(split))
+        return EmptySplitError(f"{files}: the {split} split of data={self.name} holds no examples")
 
     def read_split(self, split: str):
         raise NotImplementedError
@@ -112,8 +155,17 @@ class SplitFilesDataModule(L.LightningDataModule):
     def tokenize_split(self, split: str) -> Dataset:
         raise NotImplementedError
 
-    def collate(self, batch) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+    # --- batches ----------------------------------------------------------------------------------------------
+
+    def rows(self, items: list) -> tuple[list[dict], dict]:
+        """The token rows of a batch (lists of one length per row: input_ids, labels, offsets, …) and its
+        per-example fields (tensors, or lists the task reads); by default every item is one row."""
+        return items, {}
+
+    def collate(self, items: list) -> dict:
+        """The rows padded to the longest of the batch (`pad_batch`, fill values of `fill`), with the fields."""
+        rows, fields = self.rows(items)
+        return pad_batch(rows, self.fill) | fields
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(self.datasets[split], batch_size=self.batch_size if shuffle else self.eval_batch_size,

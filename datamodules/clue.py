@@ -11,6 +11,8 @@ A pair is one sequence whose segment ids are all 0 (the post: RoBERTa-like model
 segment 1, and all-zero ids cost nothing on BERT), so batches carry no token_type_ids. Official files are
 JSON lines; the test files are the leaderboard's unlabelled submission sets, read with their ids, and
 `write_predictions` writes the submission files (`{"id": …, "label": "…"}` per line, in test-file order).
+Class ids follow the label set's order; for AFQMC's ["0", "1"] the class id is the label, so a cross-encoder
+reads it as a pair label in [0, 1] (similar iff > 0.5), as it reads the STS sets'.
 """
 from __future__ import annotations
 
@@ -23,8 +25,15 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.base import SplitFilesDataModule
-from text.files import (DataFormatError, MissingSplitError, file_digest, find_file, read_json_lines,
-                              write_json_lines)
+from text.files import (
+    DataFormatError,
+    MissingSplitError,
+    file_digest,
+    find_file,
+    read_json_lines,
+    write_json_lines,
+)
+from text.info import DataInfo
 from text.tokens import cached_token_ids
 
 log = logging.getLogger(__name__)
@@ -134,8 +143,8 @@ class Examples:
     def __len__(self):
         return len(self.texts)
 
-    def head(self, n: int) -> Examples:
-        return Examples(self.texts[:n], None if self.labels is None else self.labels[:n], self.ids[:n])
+    def __getitem__(self, rows: slice) -> Examples:
+        return Examples(self.texts[rows], None if self.labels is None else self.labels[rows], self.ids[rows])
 
 
 def join_pair(first: list[int], second: list[int], cls_id: int, sep_id: int, max_length: int) -> list[int]:
@@ -168,20 +177,6 @@ class TokenizedExamples(Dataset):
         return i, self.token_ids[i], -1 if self.labels is None else self.labels[i]
 
 
-def pad_batch(items, pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest sequence of the batch; `labels` only when the split is labelled."""
-    index, token_ids, labels = zip(*items)
-    input_ids = torch.full((len(token_ids), max(map(len, token_ids))), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros_like(input_ids)
-    for row, ids in enumerate(token_ids):
-        input_ids[row, :len(ids)] = torch.tensor(ids)
-        attention_mask[row, :len(ids)] = 1
-    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "index": torch.tensor(index)}
-    if min(labels) >= 0:
-        batch["labels"] = torch.tensor(labels)
-    return batch
-
-
 # ---------------------------------------------------------------- the DataModule
 
 class CLUEClassificationDataModule(SplitFilesDataModule):
@@ -195,37 +190,41 @@ class CLUEClassificationDataModule(SplitFilesDataModule):
     for labelled splits, `labels` [B] (class ids). No token_type_ids: every segment id is 0.
 
     Args:
-        name: the dataset's name, used in messages and results.
         root: the folder holding the files; `files` and `labels_file` are relative to it (or absolute).
         files: split name (train/valid/test) -> file name; `.xz`/`.gz` versions are found too.
         inputs: how a row becomes text(s): sentence | sentence_pair | abstract_keywords | marked_spans.
         submission: the leaderboard's file name for this task's test predictions (e.g. afqmc_predict.json).
         labels: the label set, as spelled in the files (its order gives the class ids); or
         labels_file: the official labels.json (TNEWS, IFLYTEK), whose order gives the class ids.
-        source: where the official files are published, quoted when a file is missing.
         max_length: tokens per input, [CLS] and [SEP]s included.
         train_limit: keep only the first N training rows (file order, after dropping "-" rows).
-        cache_dir: where token ids are kept between runs (None: tokenize every time).
+        name, source and the loader settings: see SplitFilesDataModule.
     """
 
+    kinds = ("classification",)
     test_labelled = False
 
     def __init__(self, name: str, root: str, files: dict[str, str], inputs: str, submission: str, source: str,
                  labels: list[str] | None = None, labels_file: str | None = None, max_length: int = 128,
-                 batch_size: int = 32, eval_batch_size: int | None = None, train_limit: int | None = None,
-                 num_workers: int = 0, cache_dir: str | None = None):
+                 **common):
         if inputs not in INPUTS:
             raise ValueError(f"data.inputs must be one of {sorted(INPUTS)}, got {inputs!r}")
         if (labels is None) == (labels_file is None):
             raise ValueError(f"data={name}: set exactly one of data.labels (the label set) and data.labels_file "
                              f"(an official labels.json), got labels={labels!r}, labels_file={labels_file!r}")
-        super().__init__(name, {split: Path(root) / file for split, file in files.items()}, source, max_length,
-                         batch_size, eval_batch_size, train_limit, num_workers, cache_dir)
+        super().__init__(name=name, paths={split: Path(root) / file for split, file in files.items()}, source=source,
+                         max_length=max_length, **common)
         self.inputs, self.submission = inputs, submission
         self.labels_path = None if labels_file is None else Path(root) / labels_file
         self._label_descriptions = None if labels is None else {label_string(label): None for label in labels}
         self.dropped_rows: dict[str, int] = {}
         self.examples: dict[str, Examples] = {}
+
+    @classmethod
+    def kinds_for(cls, node) -> tuple[str, ...]:
+        """Binary sentence pairs (AFQMC) are joint pairs too: a cross-encoder scores them (class 1 = similar)."""
+        binary_pairs = node.get("inputs") == "sentence_pair" and list(node.get("labels") or ()) == ["0", "1"]
+        return cls.kinds + (("joint_pairs",) if binary_pairs else ())
 
     @property
     def label_descriptions(self) -> dict[str, str | None]:
@@ -243,14 +242,15 @@ class CLUEClassificationDataModule(SplitFilesDataModule):
         """The labels as spelled in the files; class id c is label_names[c]."""
         return list(self.label_descriptions)
 
-    def task_inputs(self) -> dict:
-        return {"num_labels": len(self.label_names), "label_names": self.label_names}
+    @property
+    def info(self) -> DataInfo:
+        return DataInfo(self.name, num_labels=len(self.label_names), label_names=tuple(self.label_names))
 
     def read_split(self, split: str) -> Examples:
-        """The split's rows (train: the first train_limit). The test split is read without labels; any other
-        row needs a label from the label set, or "-" (dropped, counted in dropped_rows[split])."""
+        """The split's rows (`limit`). The test split is read without labels; any other row needs a label from
+        the label set, or "-" (dropped, counted in dropped_rows[split])."""
         path, build = self.file_of(split), INPUTS[self.inputs]
-        labelled, class_of = split != "test", {label: c for c, label in enumerate(self.label_names)}
+        labelled, class_of = self.labelled(split), {label: c for c, label in enumerate(self.label_names)}
         examples, dropped = Examples([], [] if labelled else None, []), 0
         for number, row in read_json_lines(path):
             try:
@@ -275,7 +275,7 @@ class CLUEClassificationDataModule(SplitFilesDataModule):
         if dropped:
             log.info("data=%s %s: dropped %d of %d rows labelled %r (no gold label)", self.name, split, dropped,
                      dropped + len(examples), NO_GOLD_LABEL)
-        return examples.head(self.train_limit) if split == "train" and self.train_limit else examples
+        return self.limit(split, examples)
 
     def examples_of(self, split: str) -> Examples:
         if split not in self.examples:
@@ -299,8 +299,11 @@ class CLUEClassificationDataModule(SplitFilesDataModule):
                             self.max_length) for a, b in zip(ids["first"], ids["second"])]
         return TokenizedExamples(joined, examples.labels)
 
-    def collate(self, items) -> dict[str, torch.Tensor]:
-        return pad_batch(items, self.tokenizer.pad_token_id)
+    def rows(self, items) -> tuple[list[dict], dict]:
+        """`labels` only when the split is labelled (an unlabelled item's label is -1)."""
+        index, token_ids, labels = zip(*items)
+        fields = {"index": torch.tensor(index)} | ({"labels": torch.tensor(labels)} if min(labels) >= 0 else {})
+        return [{"input_ids": ids} for ids in token_ids], fields
 
     def write_predictions(self, split: str, predictions: list[dict], folder: Path) -> list[Path]:
         """test: `folder/<submission>`, {"id", "label"} per test row in file order, the leaderboard's format.

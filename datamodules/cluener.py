@@ -9,7 +9,7 @@ character-level bert-base-chinese one, or e5's SentencePiece, whose pieces may j
 ("球队") and whose "query: " prefix shifts every offset. A gold entity whose first or last character falls
 inside a token (or beyond max_length) has no token span: it is counted (`unmapped`, logged), is no training
 target, and still counts as a gold entity, missed, in evaluation. The helpers here (`fast_tokenizer`,
-`text_offsets`, `cached`) serve datamodules/cmrc2018.py too.
+`encode_texts`) serve datamodules/cmrc2018.py too.
 """
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ import logging
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
 
 from datamodules.base import SplitFilesDataModule
 from text.files import DataFormatError, file_digest, read_json_lines, write_json_lines
+from text.info import DataInfo
 from text.tokens import cached
 
 log = logging.getLogger(__name__)
@@ -130,54 +130,43 @@ def label_of(text: str, entities) -> dict:
     return label
 
 
-class Examples(Dataset):
-    def __init__(self, examples: list[dict]):
-        self.examples = examples
-
-    def __len__(self):
-        return len(self.examples)
-
-    def __getitem__(self, i):
-        return self.examples[i]
-
-
 class CLUENERDataModule(SplitFilesDataModule):
-    """CLUENER2020 as GlobalPointer inputs (batch layout in lit_models/global_pointer.py).
+    """CLUENER2020 as GlobalPointer inputs: `input_ids`, `attention_mask`, `offsets` [B, L, 2] (each token's
+    characters, -1 for none), `span_mask` [B, L] (tokens a span may start or end at), `labels` [B, T, L, L]
+    (True at the gold token spans of each of the T types), `gold_spans` [G, 4] (row, type, first, last
+    character of every gold entity, mapped or not) and `index` [B].
 
     The test file is CLUE's unlabelled submission set: predict=true writes `cluener_predict.json`, one line
     {"id", "label"} per test text (the leaderboard's file); dev predictions go to dev/cluener_predict.json,
     with "text" and the "gold" label added.
 
     Args:
-        name: the dataset's name, used in messages.
         root: the folder holding the files; `files` entries are relative to it.
-        files: split name (train/valid/test) -> file; `.xz`/`.gz` versions are found too.
-        source: where the official files are published, quoted when a split is missing.
+        files: split name (train/valid/test) -> file.
         max_length: tokens per text, special tokens included (CLUENER texts have at most 50 characters).
-        train_limit: keep only the first N training texts (file order).
-        cache_dir: where token ids are kept between runs (None: tokenize every time).
+        name, source and the loader settings: see SplitFilesDataModule.
     """
 
+    kinds = ("spans",)
     test_labelled = False
 
-    def __init__(self, name: str, root: str, files: dict[str, str], source: str, max_length: int = 128,
-                 batch_size: int = 32, eval_batch_size: int | None = None, train_limit: int | None = None,
-                 num_workers: int = 0, cache_dir: str | None = None):
-        super().__init__(name, {split: Path(root) / file for split, file in files.items()}, source, max_length,
-                         batch_size, eval_batch_size, train_limit, num_workers, cache_dir)
+    def __init__(self, name: str, root: str, files: dict[str, str], source: str, max_length: int = 128, **common):
+        super().__init__(name=name, paths={split: Path(root) / file for split, file in files.items()}, source=source,
+                         max_length=max_length, **common)
         self.unmapped: dict[str, int] = {}
 
-    def task_inputs(self) -> dict:
-        return {"entity_types": list(ENTITY_TYPES), "span_extraction": False}
+    @property
+    def info(self) -> DataInfo:
+        return DataInfo(self.name, entity_types=ENTITY_TYPES, span_extraction=False)
 
     def read_split(self, split: str) -> list[dict]:
         return self.limit(split, read_cluener(self.file_of(split)))
 
-    def tokenize_split(self, split: str) -> Examples:
+    def tokenize_split(self, split: str) -> list[dict]:
         examples = self.read_split(split)
         tokenizer = fast_tokenizer(self.tokenizer)
-        key = {"file": file_digest(self.file_of(split)), "train_limit": self.train_limit if split == "train" else None,
-               "max_length": self.max_length, "prefix": self.text_prefix, "kind": "cluener"}
+        key = {"file": file_digest(self.file_of(split)), "limit": self.limit_of(split), "max_length": self.max_length,
+               "prefix": self.text_prefix, "kind": "cluener"}
         encoded = cached(self.cache_dir, key, tokenizer, lambda: encode_texts(
             tokenizer, [e["text"] for e in examples], self.max_length, self.text_prefix))
         items, unmapped = [], 0
@@ -192,27 +181,20 @@ class CLUENERDataModule(SplitFilesDataModule):
             log.warning("%s %s: %d of %d gold entities have a boundary inside a token (or past max_length=%d); "
                         "they are no training targets and count as missed", self.name, split, unmapped, total,
                         self.max_length)
-        return Examples(items)
+        return items
 
-    def collate(self, items: list[dict]) -> dict[str, torch.Tensor]:
+    def rows(self, items: list[dict]) -> tuple[list[dict], dict]:
+        """Token rows (ids, offsets, span_mask: a token with characters of its own) and the span targets."""
         length = max(len(item["input_ids"]) for item in items)
-        size = (len(items), length)
-        batch = {"input_ids": torch.full(size, self.tokenizer.pad_token_id, dtype=torch.long),
-                 "attention_mask": torch.zeros(size, dtype=torch.long),
-                 "offsets": torch.full(size + (2,), -1, dtype=torch.long),
-                 "labels": torch.zeros((len(items), len(ENTITY_TYPES), length, length), dtype=torch.bool),
-                 "index": torch.tensor([item["index"] for item in items])}
+        labels = torch.zeros((len(items), len(ENTITY_TYPES), length, length), dtype=torch.bool)
         for row, item in enumerate(items):
-            n = len(item["input_ids"])
-            batch["input_ids"][row, :n] = torch.tensor(item["input_ids"])
-            batch["attention_mask"][row, :n] = 1
-            batch["offsets"][row, :n] = torch.tensor(item["offsets"])
             for kind, i, j in item["labels"]:
-                batch["labels"][row, kind, i, j] = True
-        batch["span_mask"] = batch["offsets"][..., 0] >= 0
+                labels[row, kind, i, j] = True
         gold = [[row, *entity] for row, item in enumerate(items) for entity in item["gold"]]
-        batch["gold_spans"] = torch.tensor(gold, dtype=torch.long).reshape(-1, 4)
-        return batch
+        rows = [{"input_ids": item["input_ids"], "offsets": item["offsets"],
+                 "span_mask": [start >= 0 for start, _ in item["offsets"]]} for item in items]
+        return rows, {"labels": labels, "index": torch.tensor([item["index"] for item in items]),
+                      "gold_spans": torch.tensor(gold, dtype=torch.long).reshape(-1, 4)}
 
     def write_predictions(self, split: str, predictions: list[dict], folder: Path) -> list[Path]:
         examples = self.read_split(split)

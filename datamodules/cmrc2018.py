@@ -27,9 +27,10 @@ from torch.utils.data import Dataset
 
 from datamodules.base import SplitFilesDataModule
 from datamodules.cluener import encode_texts, fast_tokenizer
-from text.tokens import cached
-from text.files import DataFormatError, file_digest, load_json, read_text
 from text.cmrc import cmrc_em, cmrc_f1
+from text.files import DataFormatError, file_digest, load_json, read_text
+from text.info import DataInfo
+from text.tokens import cached
 
 log = logging.getLogger(__name__)
 PREDICTION_FILE = "cmrc2018_predict.json"
@@ -172,8 +173,11 @@ class QuestionWindows(Dataset):
 
 
 class CMRC2018DataModule(SplitFilesDataModule):
-    """CMRC 2018 as GlobalPointer span extraction over windows (layout in the module docstring and in
-    lit_models/global_pointer.py). `batch_size` counts windows in training, questions in evaluation.
+    """CMRC 2018 as GlobalPointer span extraction over windows (module docstring). `batch_size` counts windows
+    in training, questions in evaluation. A batch of B questions with N windows holds `input_ids`,
+    `attention_mask`, `offsets` [N, L, 2], `span_mask` [N, L] (positions an answer may start or end at, [CLS]
+    included), `labels` [N, 2] (the answer's token span, (0, 0) when outside the window), `question` [N]
+    (each window's question in the batch), `index` [B], and the lists `contexts` and `answers` (references).
 
     The test file is CLUE's unlabelled submission set: predict=true writes `cmrc2018_predict.json`, one JSON
     object {question id: answer text} (the leaderboard's file); for dev, dev/cmrc2018_predict.json in the same
@@ -181,30 +185,30 @@ class CMRC2018DataModule(SplitFilesDataModule):
     with its references and EM/F1.
 
     Args:
-        name, root, files, source: as every data choice (see datamodules/base.py).
+        root: the folder holding the files; `files` maps each split to its file.
         max_length: tokens per window, special tokens included (512 as the post).
         doc_stride: context tokens between the starts of consecutive windows (128 as the post).
         max_question_tokens: questions are cut to this many tokens (the "query: " prefix included).
         train_limit: keep only the first N training questions (file order).
-        cache_dir: where token ids are kept between runs (None: tokenize every time).
+        name, source and the loader settings: see SplitFilesDataModule.
     """
 
+    kinds = ("spans",)
     test_labelled = False
 
     def __init__(self, name: str, root: str, files: dict[str, str], source: str, max_length: int = 512,
-                 doc_stride: int = 128, max_question_tokens: int = 64, batch_size: int = 32,
-                 eval_batch_size: int | None = None, train_limit: int | None = None, num_workers: int = 0,
-                 cache_dir: str | None = None):
-        super().__init__(name, {split: Path(root) / file for split, file in files.items()}, source, max_length,
-                         batch_size, eval_batch_size, train_limit, num_workers, cache_dir)
+                 doc_stride: int = 128, max_question_tokens: int = 64, **common):
+        super().__init__(name=name, paths={split: Path(root) / file for split, file in files.items()}, source=source,
+                         max_length=max_length, **common)
         self.doc_stride, self.max_question_tokens = doc_stride, max_question_tokens
         self.answer_counts: dict[str, dict[str, int]] = {}
 
-    def task_inputs(self) -> dict:
-        return {"entity_types": ["answer"], "span_extraction": True}
+    @property
+    def info(self) -> DataInfo:
+        return DataInfo(self.name, entity_types=("answer",), span_extraction=True)
 
     def read_split(self, split: str) -> list[dict]:
-        questions, counts = read_cmrc2018(self.file_of(split), labelled=split != "test")
+        questions, counts = read_cmrc2018(self.file_of(split), labelled=self.labelled(split))
         self.answer_counts[split] = counts
         return self.limit(split, questions)
 
@@ -217,7 +221,7 @@ class CMRC2018DataModule(SplitFilesDataModule):
                      counts["not_in_context"])
         tokenizer = fast_tokenizer(self.tokenizer)
         contexts = list(dict.fromkeys(q["context"] for q in questions))
-        key = {"file": file_digest(self.file_of(split)), "train_limit": self.train_limit if split == "train" else None,
+        key = {"file": file_digest(self.file_of(split)), "limit": self.limit_of(split),
                "max_question_tokens": self.max_question_tokens, "prefix": self.text_prefix, "kind": "cmrc2018"}
 
         def encode():
@@ -231,25 +235,14 @@ class CMRC2018DataModule(SplitFilesDataModule):
         return QuestionWindows(questions, encoded["questions"], by_context, pair_template(tokenizer), self.max_length,
                                self.doc_stride, per_window=split == "train")
 
-    def collate(self, items: list[dict]) -> dict:
+    def rows(self, items: list[dict]) -> tuple[list[dict], dict]:
+        """Every window of the batch's questions is a row."""
         windows = [w for item in items for w in item["windows"]]
-        length = max(len(w["input_ids"]) for w in windows)
-        size = (len(windows), length)
-        batch = {"input_ids": torch.full(size, self.tokenizer.pad_token_id, dtype=torch.long),
-                 "attention_mask": torch.zeros(size, dtype=torch.long),
-                 "offsets": torch.full(size + (2,), -1, dtype=torch.long),
-                 "span_mask": torch.zeros(size, dtype=torch.bool),
-                 "labels": torch.tensor([w["label"] for w in windows], dtype=torch.long),
-                 "question": torch.tensor([k for k, item in enumerate(items) for _ in item["windows"]]),
-                 "index": torch.tensor([item["index"] for item in items]),
-                 "contexts": [item["context"] for item in items], "answers": [item["answers"] for item in items]}
-        for row, window in enumerate(windows):
-            n = len(window["input_ids"])
-            batch["input_ids"][row, :n] = torch.tensor(window["input_ids"])
-            batch["attention_mask"][row, :n] = 1
-            batch["offsets"][row, :n] = torch.tensor(window["offsets"])
-            batch["span_mask"][row, :n] = torch.tensor(window["span_mask"])
-        return batch
+        return windows, {"labels": torch.tensor([w["label"] for w in windows], dtype=torch.long),
+                         "question": torch.tensor([k for k, item in enumerate(items) for _ in item["windows"]]),
+                         "index": torch.tensor([item["index"] for item in items]),
+                         "contexts": [item["context"] for item in items],
+                         "answers": [item["answers"] for item in items]}
 
     def write_predictions(self, split: str, predictions: list[dict], folder: Path) -> list[Path]:
         questions = self.read_split(split)

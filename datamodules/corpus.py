@@ -25,16 +25,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader
 
-from text.files import (DataFormatError, EmptySplitError, MissingSplitError, candidates, file_digest,
-                               find_file, numbered_lines)
+from datamodules.base import SplitFilesDataModule
 from datamodules.lccc import read_dialogues
-from text.dialogue import IGNORE_INDEX, join_characters
-from datamodules.base import SPLITS_OF_STAGE
-from text.padding import pad
+from text.dialogue import join_characters
+from text.files import (
+    DataFormatError,
+    EmptySplitError,
+    MissingSplitError,
+    candidates,
+    file_digest,
+    find_file,
+    numbered_lines,
+)
+from text.info import DataInfo
+from text.padding import IGNORE_INDEX, pad_batch
 from text.tokens import cached_token_ids
 
 log = logging.getLogger(__name__)
@@ -219,14 +225,15 @@ def mask_tokens(input_ids: torch.Tensor, maskable: torch.Tensor, *, mask_token_i
     return corrupted, input_ids.masked_fill(~selected, IGNORE_INDEX)
 
 
-class CorpusDataModule(L.LightningDataModule):
+class CorpusDataModule(SplitFilesDataModule):
     """Sentences for masked-LM pretraining (module docstring: sources, exclusions, hash split).
 
     Training batches are masked anew in the collate (dynamic masking, as RoBERTa): 15% of the tokens,
     never a special token ([CLS], [SEP], [PAD], [UNK], [MASK]), 80% [MASK] / 10% random / 10% kept
     (`mask_tokens`). Valid/test are masked once at setup with `eval_seed`, so every validation scores the
     same predictions. A batch: `input_ids`, `attention_mask` [B, L] and `labels` [B, L] (-100 where not
-    predicted). Sentences of [CLS] [SEP] only (nothing to predict) are left out at setup.
+    predicted). Sentences of [CLS] [SEP] only (nothing to predict) are left out at setup. A split is made of
+    every source file, so each split needs them all on disk.
 
     Args:
         root: the data folder; `sources`/`exclude` files are relative to it (or absolute).
@@ -235,39 +242,42 @@ class CorpusDataModule(L.LightningDataModule):
         exclude: files whose sentences are removed from every split. A missing one is skipped with a
             logged message: an evaluation file that is not on disk cannot be evaluated on.
         valid_fraction, test_fraction: the share of hash space held out for valid and test.
-        max_sentences: keep at most this many training sentences (a hash-random sample); valid/test are not capped.
+        max_sentences: keep at most this many training sentences (a hash-random sample); valid/test are not capped
+            (train_limit/eval_limit, as every data choice, keep the first N of a split: a hash-random sample too).
         max_length: tokens per sentence, [CLS] and [SEP] included (longer ones are truncated).
         whole_word: mask whole words of jieba's segmentation (the post's whole-word MLM, with jieba for LAC).
         source: where the files come from, quoted when one is missing.
-        cache_dir: where token ids are kept between runs (None: tokenize every time).
+        name and the loader settings: see SplitFilesDataModule.
     """
+
+    kinds = ("corpus",)
 
     def __init__(self, name: str, root: str, sources: Sequence[dict], exclude: Sequence[dict] = (),
                  valid_fraction: float = 0.01, test_fraction: float = 0.01, max_sentences: int | None = None,
-                 max_length: int = 128, batch_size: int = 64, eval_batch_size: int | None = None,
-                 mask_probability: float = 0.15, mask_ratio: float = 0.8, random_ratio: float = 0.1,
-                 whole_word: bool = False, eval_seed: int = 0, source: str = "", num_workers: int = 0,
-                 cache_dir: str | None = None):
-        super().__init__()
+                 max_length: int = 128, batch_size: int = 64, mask_probability: float = 0.15, mask_ratio: float = 0.8,
+                 random_ratio: float = 0.1, whole_word: bool = False, eval_seed: int = 0, source: str = "",
+                 **common):
         if not (valid_fraction >= 0 and test_fraction >= 0 and valid_fraction + test_fraction < 1):
             raise ValueError(f"data.valid_fraction + data.test_fraction must lie in [0, 1), got "
                              f"{valid_fraction} + {test_fraction}")
         if not 0 < mask_probability < 1 or mask_ratio + random_ratio > 1:
             raise ValueError("data.mask_probability must lie in (0, 1) and data.mask_ratio + data.random_ratio ≤ 1")
-        self.name, self.root, self.source = name, Path(root), source
-        self.sources, self.exclude = [Source.of(s) for s in sources], [Source.of(s) for s in exclude]
+        self.root, self.sources = Path(root), [Source.of(s) for s in sources]
+        required = [self.path_of(s) for s in self.sources if not s.optional]
+        super().__init__(name=name, paths={split: required for split in SPLITS}, source=source, max_length=max_length,
+                         batch_size=batch_size, **common)
+        self.exclude = [Source.of(s) for s in exclude]
         self.valid_fraction, self.test_fraction, self.max_sentences = valid_fraction, test_fraction, max_sentences
-        self.max_length, self.batch_size = max_length, batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
         self.masking = {"probability": mask_probability, "mask_ratio": mask_ratio, "random_ratio": random_ratio}
         self.segment = load_segmenter() if whole_word else None
         self.whole_word, self.eval_seed = whole_word, eval_seed
-        self.num_workers, self.cache_dir = num_workers, cache_dir
-        self.tokenizer, self.text_prefix = None, ""
         self.splits: dict[str, list[str]] | None = None
         self.files: dict[str, list[tuple[Source, Path]]] | None = None
         self.digests: dict[str, list[dict]] | None = None
-        self.datasets: dict[str, list] = {}
+
+    @property
+    def info(self) -> DataInfo:
+        return DataInfo(self.name, max_length=self.max_length)
 
     def path_of(self, source: Source) -> Path:
         """Where a source is looked for (a .xz/.gz copy of it is found too)."""
@@ -337,15 +347,14 @@ class CorpusDataModule(L.LightningDataModule):
         self.require([split])
         if self.splits is None:
             self.splits = self._build_splits()
-        return self.splits[split]
+        return self.limit(split, self.splits[split])
 
-    def set_tokenizer(self, tokenizer, text_prefix: str = "") -> None:
+    def set_tokenizer(self, tokenizer, text_prefix: str = "", pair_encoding: str = "separate") -> None:
         """The backbone's tokenizer: token ids, the special tokens never masked, the ids a random replacement draws."""
-        self.tokenizer, self.text_prefix = tokenizer, text_prefix
+        super().set_tokenizer(tokenizer, text_prefix, pair_encoding)
         special = set(tokenizer.all_special_ids)
         self.special_ids = torch.tensor(sorted(special))
         self.random_ids = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
-        self.datasets.clear()
 
     def corpus_key(self, split: str) -> dict:
         """What decides a split's sentences: every file's content and spec, and the split settings."""
@@ -353,27 +362,16 @@ class CorpusDataModule(L.LightningDataModule):
             self.digests = {role: [{**asdict(s), "digest": file_digest(p)} for s, p in files]
                             for role, files in self.present_files().items()}
         return {**self.digests, "valid_fraction": self.valid_fraction, "test_fraction": self.test_fraction,
-                "split": split, "max_sentences": self.max_sentences if split == "train" else None}
+                "split": split, "max_sentences": self.max_sentences if split == "train" else None,
+                "limit": self.limit_of(split)}
 
-    def setup(self, stage: str) -> None:
-        if self.tokenizer is None:
-            raise RuntimeError("CorpusDataModule.set_tokenizer(...) must be called before setup")
-        for split in SPLITS_OF_STAGE[stage]:
-            self.dataset(split)
-
-    def dataset(self, split: str) -> list:
-        """Token ids of a split (cached), sentences with nothing to predict left out; valid/test masked. An
-        empty split fails here, on setup, before any training step (datamodules/base.py says why)."""
-        if split not in self.datasets:
-            sentences = self.read_split(split)
-            ids = cached_token_ids(self.cache_dir, self.corpus_key(split), {"text": sentences}, self.tokenizer,
-                                   self.max_length, self.text_prefix)["text"]
-            special = set(self.special_ids.tolist())
-            ids = [row for row in ids if any(t not in special for t in row)]
-            if not ids:
-                raise self.empty_split(split)
-            self.datasets[split] = ids if split == "train" else self._mask_once(ids)
-        return self.datasets[split]
+    def tokenize_split(self, split: str) -> list[dict[str, list[int]]]:
+        """Token ids of a split (cached), sentences with nothing to predict left out; valid/test masked once."""
+        ids = cached_token_ids(self.cache_dir, self.corpus_key(split), {"text": self.read_split(split)},
+                               self.tokenizer, self.max_length, self.text_prefix)["text"]
+        special = set(self.special_ids.tolist())
+        ids = [row for row in ids if any(t not in special for t in row)]
+        return [{"input_ids": row} for row in ids] if split == "train" else self._mask_once(ids)
 
     def empty_split(self, split: str) -> EmptySplitError:
         """The error for a split left without sentences: raised on setup, before any training step."""
@@ -404,44 +402,22 @@ class CorpusDataModule(L.LightningDataModule):
                            mask_token_id=self.tokenizer.mask_token_id, random_ids=self.random_ids,
                            word_ids=self.word_ids(input_ids), generator=generator, **self.masking)
 
-    def _mask_once(self, ids: list[list[int]], chunk: int = 1024) -> list[tuple[list[int], list[int]]]:
-        """Valid/test: (corrupted ids, labels) per sentence, drawn once from a generator seeded with eval_seed."""
+    def _mask_once(self, ids: list[list[int]], chunk: int = 1024) -> list[dict[str, list[int]]]:
+        """Valid/test: corrupted ids and labels per sentence, drawn once from a generator seeded with eval_seed."""
         generator = torch.Generator().manual_seed(self.eval_seed)
         examples = []
         for start in range(0, len(ids), chunk):
             rows = ids[start:start + chunk]
-            input_ids, attention_mask = pad(rows, self.tokenizer.pad_token_id)
-            corrupted, labels = self.mask(input_ids, attention_mask, generator)
-            examples += [(c[:len(r)], y[:len(r)]) for c, y, r in zip(corrupted.tolist(), labels.tolist(), rows)]
+            batch = pad_batch([{"input_ids": row} for row in rows], self.fill)
+            corrupted, labels = self.mask(batch["input_ids"], batch["attention_mask"], generator)
+            examples += [{"input_ids": c[:len(r)], "labels": y[:len(r)]}
+                         for c, y, r in zip(corrupted.tolist(), labels.tolist(), rows)]
         return examples
 
-    def collate_train(self, batch: list[list[int]]) -> dict[str, torch.Tensor]:
-        """Pad to the longest sentence, then mask anew (torch's generator: per worker, seeded by PyTorch)."""
-        input_ids, attention_mask = pad(batch, self.tokenizer.pad_token_id)
-        corrupted, labels = self.mask(input_ids, attention_mask)
-        return {"input_ids": corrupted, "attention_mask": attention_mask, "labels": labels}
-
-    def collate_eval(self, batch: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
-        """Pad the sentences masked at setup, and their labels with IGNORE_INDEX."""
-        corrupted, labels = zip(*batch)
-        input_ids, attention_mask = pad(list(corrupted), self.tokenizer.pad_token_id)
-        labels_padded = torch.full_like(input_ids, IGNORE_INDEX)
-        for row, y in enumerate(labels):
-            labels_padded[row, :len(y)] = torch.tensor(y)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels_padded}
-
-    def _loader(self, split: str) -> DataLoader:
-        train = split == "train"
-        return DataLoader(self.datasets[split], batch_size=self.batch_size if train else self.eval_batch_size,
-                          shuffle=train, collate_fn=self.collate_train if train else self.collate_eval,
-                          num_workers=self.num_workers, pin_memory=torch.cuda.is_available(),
-                          persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self):
-        return self._loader("train")
-
-    def val_dataloader(self):
-        return self._loader("valid")
-
-    def test_dataloader(self):
-        return self._loader("test")
+    def collate(self, items: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        """Padded rows; training rows come without labels and are masked anew here (torch's generator: per
+        worker, seeded by PyTorch), valid/test rows were masked at setup."""
+        batch = super().collate(items)
+        if "labels" not in batch:
+            batch["input_ids"], batch["labels"] = self.mask(batch["input_ids"], batch["attention_mask"])
+        return batch

@@ -23,13 +23,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-from torch.utils.data import Dataset
-
 from datamodules.base import SplitFilesDataModule
+from text.dialogue import build_sample, join_characters, turn_contents
 from text.files import DataFormatError, file_digest, load_json
-from text.dialogue import IGNORE_INDEX, build_sample, join_characters, turn_contents
+from text.info import DataInfo
 from text.tokens import cached_token_ids
+
 
 def read_dialogues(path: Path, key: str | None = None) -> list[list[str]]:
     """The dialogues of `path` with their characters joined: the JSON list, or entry `key` of a JSON object.
@@ -57,31 +56,6 @@ def read_dialogues(path: Path, key: str | None = None) -> list[list[str]]:
     return dialogues
 
 
-class DialogueSamples(Dataset):
-    def __init__(self, samples: list[dict[str, list[int]]]):
-        self.samples = samples
-
-    def __len__(self):
-        return len(self.samples)
-
-    def __getitem__(self, i):
-        return self.samples[i]
-
-
-def pad_samples(samples: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest sample: input_ids with `pad_id`, token_type_ids with 0, labels with -100."""
-    length = max(len(s["input_ids"]) for s in samples)
-    fill = {"input_ids": pad_id, "token_type_ids": 0, "labels": IGNORE_INDEX}
-    batch = {key: torch.full((len(samples), length), value, dtype=torch.long) for key, value in fill.items()}
-    batch["attention_mask"] = torch.zeros((len(samples), length), dtype=torch.long)
-    for row, sample in enumerate(samples):
-        n = len(sample["input_ids"])
-        for key in fill:
-            batch[key][row, :n] = torch.tensor(sample[key])
-        batch["attention_mask"][row, :n] = 1
-    return batch
-
-
 class LCCCDataModule(SplitFilesDataModule):
     """Multi-turn dialogues as causal-LM samples (kexue.fm/archives/7718), one dialogue per sample.
 
@@ -89,34 +63,35 @@ class LCCCDataModule(SplitFilesDataModule):
     longest dialogue of the batch (layout and labels in the module docstring). The predict split is test.
 
     Args:
-        name: the dataset's name, used in messages.
         root: the folder holding the files; `files` entries are relative to it (or absolute).
-        files: split name (train/valid/test) -> JSON file, `file#key` for an entry of a JSON object;
-            `.xz`/`.gz` versions are found too.
-        source: where the official files are published, quoted when a split is missing.
+        files: split name (train/valid/test) -> JSON file, `file#key` for an entry of a JSON object.
         max_length: tokens per sample, [CLS] and every [SEP] included (see build_sample for the truncation).
         predict_first_turn: whether the first turn of a sample is a target (the post: yes) or only context.
         train_limit: keep only the first N training dialogues (file order).
-        cache_dir: where token ids are kept between runs (None: tokenize every time).
+        name, source and the loader settings: see SplitFilesDataModule.
     """
 
+    kinds = ("dialogues",)
+
     def __init__(self, name: str, root: str, files: dict[str, str], source: str, max_length: int = 256,
-                 batch_size: int = 32, eval_batch_size: int | None = None, predict_first_turn: bool = True,
-                 train_limit: int | None = None, num_workers: int = 0, cache_dir: str | None = None):
+                 predict_first_turn: bool = True, **common):
         specs = {split: spec.partition("#") for split, spec in files.items()}
-        super().__init__(name, {split: Path(root) / file for split, (file, _, _) in specs.items()}, source,
-                         max_length, batch_size, eval_batch_size, train_limit, num_workers, cache_dir)
+        super().__init__(name=name, paths={split: Path(root) / file for split, (file, _, _) in specs.items()},
+                         source=source, max_length=max_length, **common)
         self.keys = {split: key or None for split, (_, _, key) in specs.items()}
         self.predict_first_turn = predict_first_turn
+
+    @property
+    def info(self) -> DataInfo:
+        return DataInfo(self.name, max_length=self.max_length)
 
     def read_split(self, split: str) -> list[list[str]]:
         return self.limit(split, read_dialogues(self.file_of(split), self.keys[split]))
 
-    def tokenize_split(self, split: str) -> DialogueSamples:
+    def tokenize_split(self, split: str) -> list[dict[str, list[int]]]:
         """Every turn is tokenized once (cached); samples are assembled from the cached turns."""
         dialogues = self.read_split(split)
-        key = {"file": file_digest(self.file_of(split)), "key": self.keys[split],
-               "train_limit": self.train_limit if split == "train" else None}
+        key = {"file": file_digest(self.file_of(split)), "key": self.keys[split], "limit": self.limit_of(split)}
         turns = [turn for dialogue in dialogues for turn in dialogue]
         ids = cached_token_ids(self.cache_dir, key, {"turns": turns}, self.tokenizer, self.max_length,
                                self.text_prefix)["turns"]
@@ -126,7 +101,4 @@ class LCCCDataModule(SplitFilesDataModule):
                                         self.tokenizer.sep_token_id, self.max_length,
                                         predict_first_turn=self.predict_first_turn))
             start += len(dialogue)
-        return DialogueSamples(samples)
-
-    def collate(self, samples) -> dict[str, torch.Tensor]:
-        return pad_samples(samples, self.tokenizer.pad_token_id)
+        return samples

@@ -47,9 +47,15 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.base import SplitFilesDataModule
-from text.files import (DataFormatError, MissingSplitError, candidates, file_digest, find_file,
-                               load_json, read_json_lines, write_json_lines)
-from text.padding import pad
+from text.choices import choose_options
+from text.files import (
+    DataFormatError,
+    file_digest,
+    load_json,
+    read_json_lines,
+    write_json_lines,
+)
+from text.info import DataInfo
 from text.tokens import cached
 
 log = logging.getLogger(__name__)
@@ -243,63 +249,32 @@ def vocabulary_token(tokenizer, tokens: Sequence[str]) -> int:
 
 
 class MultipleChoiceDataModule(SplitFilesDataModule):
-    """What C3 and CHID share: a split may span several files, each question is a list of option sequences,
-    and predictions are decided per question (or per group of blanks, `task.hungarian`) and written in the
-    CLUE submission format.
+    """What C3 and CHID share: each question is a list of option sequences, and predictions are decided per
+    question (or per group of blanks, `task.hungarian`) and written in the CLUE submission format.
 
-    Subclasses set `num_choices` and implement `read_split` (-> items with .answer and .group),
-    `encode(items)` (-> per item, the token ids of each option) and `write_split(items, choices, folder,
-    with_gold)`. `eval_limit` keeps only the first N items of every split but train, predictions included
-    (quick runs; the metrics are then not the official ones).
+    Subclasses set `num_choices` (and `distinct_answers` when questions of a group have distinct answers) and
+    implement `read_split` (-> items with .answer and .group), `encode(items)` (-> per item, the token ids of
+    each option) and `write_split(items, choices, folder, with_gold)`.
     """
 
+    kinds = ("choices",)
     num_choices: int
+    distinct_answers = False
     leaderboard_split = "test"
 
-    def __init__(self, name: str, paths: dict[str, list[Path]], source: str, max_length: int, batch_size: int,
-                 eval_batch_size: int | None, train_limit: int | None, eval_limit: int | None, num_workers: int,
-                 cache_dir: str | None):
-        super().__init__(name, paths, source, max_length, batch_size, eval_batch_size, train_limit, num_workers,
-                         cache_dir)
-        self.eval_limit = eval_limit
-
-    def task_inputs(self) -> dict:
-        return {"num_choices": self.num_choices}
+    @property
+    def info(self) -> DataInfo:
+        return DataInfo(self.name, num_choices=self.num_choices, distinct_answers=self.distinct_answers)
 
     def predict_dataloader(self):
         return self.loader(self.leaderboard_split)
-
-    def labelled(self, split: str) -> bool:
-        return split in ("train", "valid") or (split == "test" and self.test_labelled)
-
-    def files_of(self, split: str) -> list[Path]:
-        self.require([split])
-        return [find_file(path) for path in self.paths[split]]
-
-    def require(self, splits) -> None:
-        for split in splits:
-            if split not in self.paths:
-                raise MissingSplitError(f"data={self.name} has no {split} split (configured: {sorted(self.paths)})")
-            missing = [path for path in self.paths[split] if find_file(path) is None]
-            if missing:
-                looked = ", ".join(str(p) for path in missing for p in candidates(path))
-                raise MissingSplitError(
-                    f"data={self.name}: the {split} split is not on disk. Looked for: {looked}. "
-                    f"Official data: {self.source}. Point paths.data_dir (or HUB_DATA_DIR) at the folder that holds it.")
-
-    def has_split(self, split: str) -> bool:
-        return split in self.paths and all(find_file(path) is not None for path in self.paths[split])
-
-    def limit(self, split: str, items: list) -> list:
-        n = self.train_limit if split == "train" else self.eval_limit
-        return items[:n] if n else items
 
     def encode(self, items: list) -> list[list[list[int]]]:
         raise NotImplementedError
 
     def cache_key(self, split: str) -> dict:
         return {"data": self.name, "files": [file_digest(p) for p in self.files_of(split)],
-                "labelled": self.labelled(split), "limit": self.train_limit if split == "train" else self.eval_limit,
+                "labelled": self.labelled(split), "limit": self.limit_of(split),
                 "max_length": self.max_length, "prefix": self.text_prefix}
 
     def tokenize_split(self, split: str) -> ChoiceSequences:
@@ -309,22 +284,18 @@ class MultipleChoiceDataModule(SplitFilesDataModule):
                     "groups": [item.group for item in items]}
         return ChoiceSequences(**cached(self.cache_dir, self.cache_key(split), self.tokenizer, build))
 
-    def collate(self, batch) -> dict[str, torch.Tensor]:
-        options, labels, indices, groups = zip(*batch)
-        input_ids, attention_mask = pad([seq for item in options for seq in item], self.tokenizer.pad_token_id)
-        choice_mask = torch.zeros(len(batch), self.num_choices, dtype=torch.bool)
-        for row, item in enumerate(options):
-            choice_mask[row, :len(item)] = True
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "choice_mask": choice_mask,
-                "labels": torch.tensor(labels, dtype=torch.long), "index": torch.tensor(indices, dtype=torch.long),
-                "group": torch.tensor(groups, dtype=torch.long)}
+    def rows(self, items) -> tuple[list[dict], dict]:
+        """Every existing option of the batch's questions is a row; `choice_mask` places them."""
+        options, labels, indices, groups = zip(*items)
+        counts = torch.tensor([len(item) for item in options])
+        return [{"input_ids": seq} for item in options for seq in item], {
+            "choice_mask": torch.arange(self.num_choices) < counts[:, None], "labels": torch.tensor(labels),
+            "index": torch.tensor(indices), "group": torch.tensor(groups)}
 
     def write_predictions(self, split: str, predictions: list[dict], folder: Path) -> list[Path]:
         """Decide each question from the task's per-example log-probabilities (by groups when the task's
         `hungarian` is on) and write the split's submission file: the leaderboard split in `folder`, valid
         in `folder/dev`, any other split in `folder/<split>`; files off the leaderboard carry the gold answer."""
-        from lit_models.multiple_choice import choose_options
-
         unique = {p["index"]: p for p in predictions}  # a distributed sampler pads with repeated examples
         items = self.read_split(split)
         if sorted(unique) != list(range(len(items))):
@@ -357,13 +328,10 @@ class C3DataModule(MultipleChoiceDataModule):
     submission_file = "c311_predict.json"
 
     def __init__(self, name: str, root: str, files: dict[str, Sequence[str]], source: str, test_labelled: bool = True,
-                 max_length: int = 256, batch_size: int = 16, eval_batch_size: int | None = None,
-                 train_limit: int | None = None, eval_limit: int | None = None, num_workers: int = 0,
-                 cache_dir: str | None = None):
+                 max_length: int = 256, batch_size: int = 16, **common):
         paths = {split: [Path(root) / f for f in ([names] if isinstance(names, str) else names)]
                  for split, names in files.items()}
-        super().__init__(name, paths, source, max_length, batch_size, eval_batch_size, train_limit, eval_limit,
-                         num_workers, cache_dir)
+        super().__init__(name=name, paths=paths, source=source, max_length=max_length, batch_size=batch_size, **common)
         self.test_labelled = test_labelled
 
     def read_split(self, split: str) -> list[C3Question]:
@@ -400,7 +368,7 @@ class ChIDDataModule(MultipleChoiceDataModule):
         layouts: per format, {root, files: split -> file, answers: split -> answer file (official layout),
             test_labelled, source}. FewCLUE's `submission` split is its unlabelled test.json.
         distinct_answers: the answers of blanks sharing a candidate list are distinct (checked on the gold
-            answers); task=multiple_choice reads it as its `hungarian` default.
+            answers); the task reads it from `info` (task=multiple_choice: its `hungarian` default).
         blank_marker: the token that stands for the blank being filled: the first the vocabulary holds.
         max_length: tokens per (candidate, context) sequence, special tokens included (the post: 64).
     Predictions: official layout `chid11_predict.json`, one JSON object {"#idiomNNNNNN#": index}, valid with
@@ -413,8 +381,7 @@ class ChIDDataModule(MultipleChoiceDataModule):
 
     def __init__(self, name: str, format: str, layouts: dict[str, dict], distinct_answers: bool = True,
                  blank_marker: Sequence[str] = ("[unused1]", "※"), max_length: int = 64, batch_size: int = 16,
-                 eval_batch_size: int | None = None, train_limit: int | None = None, eval_limit: int | None = None,
-                 num_workers: int = 0, cache_dir: str | None = None):
+                 **common):
         if format not in self.NUM_CANDIDATES or format not in layouts:
             raise ValueError(f"data.format must be one of {sorted(set(self.NUM_CANDIDATES) & set(layouts))}, "
                              f"got {format!r}")
@@ -422,8 +389,8 @@ class ChIDDataModule(MultipleChoiceDataModule):
         root, answers = Path(layout["root"]), dict(layout.get("answers") or {})
         paths = {split: [root / file] + ([root / answers[split]] if split in answers else [])
                  for split, file in layout["files"].items()}
-        super().__init__(name, paths, layout["source"], max_length, batch_size, eval_batch_size, train_limit,
-                         eval_limit, num_workers, cache_dir)
+        super().__init__(name=name, paths=paths, source=layout["source"], max_length=max_length,
+                         batch_size=batch_size, **common)
         self.format, self.answer_splits = format, set(answers)
         self.test_labelled = bool(layout.get("test_labelled", False))
         if format == "clue":

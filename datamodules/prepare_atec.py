@@ -15,8 +15,8 @@ import argparse
 import os
 from pathlib import Path
 
-from text.files import DataFormatError, find_file, numbered_lines
 from datamodules.sts import parse_label, read_pairs
+from text.files import DataFormatError, find_file, numbered_lines
 
 RAW = "atec/original/atec_nlp_sim_train.csv"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -1,9 +1,12 @@
 """The Chinese STS family: ATEC, BQ, LCQMC, PAWSX and STS-B as sentence pairs with a similarity label.
 
 Files are the senteval_cn form used by the CoSENT experiments (kexue.fm/archives/8847, 8321):
-one pair per line, `sentence1<TAB>sentence2<TAB>label`, the label 0/1 or an STS-B score 0-5.
-A pair is encoded for a bi-encoder (each sentence on its own) or for a cross-encoder (both in one
-sequence, kexue.fm/archives/8860, 9341): `encoding: separate | joint`.
+one pair per line, `sentence1<TAB>sentence2<TAB>label`, the label 0/1 or an STS-B score 0-5 (`label_max`).
+Labels leave the reader in [0, 1], score / label_max (binary sets are 0/1 already), so no task or loss needs
+the scale of a data set: a pair is "similar" iff its label > 0.5 (STS-B: a score of 3 or more), and order
+(Spearman, CoSENT) is unchanged.
+A pair is encoded as the task says (`set_tokenizer(..., pair_encoding=)`): "separate" for a bi-encoder (each
+sentence on its own) or "joint" for a cross-encoder (both in one sequence, kexue.fm/archives/8860, 9341).
 """
 from __future__ import annotations
 
@@ -14,11 +17,8 @@ import torch
 from torch.utils.data import Dataset
 
 from datamodules.base import SplitFilesDataModule
-from text.padding import pad
 from text.files import DataFormatError, file_digest, numbered_lines
 from text.tokens import cached, cached_token_ids
-
-ENCODINGS = ("separate", "joint")
 
 
 @dataclass
@@ -42,7 +42,8 @@ def parse_label(text: str, label_max: float) -> float:
 
 
 def read_pairs(path: Path, label_max: float) -> Pairs:
-    """Read a `sentence1<TAB>sentence2<TAB>label` file; a malformed line raises DataFormatError naming file:line."""
+    """Read a `sentence1<TAB>sentence2<TAB>label` file, labels divided by label_max; a malformed line raises
+    DataFormatError naming file:line."""
     pairs = Pairs([], [], [])
     for number, line in numbered_lines(path):
         fields = line.split("\t")
@@ -56,7 +57,7 @@ def read_pairs(path: Path, label_max: float) -> Pairs:
                 f"{'{0, 1}' if label_max == 1 else f'[0, {label_max:g}]'}, got {line[:120]!r}") from None
         pairs.first.append(fields[0])
         pairs.second.append(fields[1])
-        pairs.labels.append(label)
+        pairs.labels.append(label / label_max)
     return pairs
 
 
@@ -107,39 +108,30 @@ def cached_pair_ids(cache_dir: str | Path | None, key: dict, first: list[str], s
 
 
 class STSDataModule(SplitFilesDataModule):
-    """Sentence pairs with a similarity label.
+    """Sentence pairs with a similarity label in [0, 1] (module docstring).
 
-    encoding="separate" (bi-encoders): each sentence tokenized on its own; a batch holds `input_ids`/
+    pair_encoding "separate" (bi-encoders): each sentence tokenized on its own; a batch holds `input_ids`/
     `attention_mask` of shape [2B, L] (the B first sentences, then the B second ones), padded to the longest
     sentence of the batch, and `labels` [B] as floats.
-    encoding="joint" (cross-encoders): each pair as one sequence, the tokenizer's pair encoding
+    pair_encoding "joint" (cross-encoders): each pair as one sequence, the tokenizer's pair encoding
     ([CLS] a [SEP] b [SEP], at most max_length tokens, the longer sentence truncated first); a batch holds
     `input_ids`/`attention_mask` [B, L], `token_type_ids` [B, L] when the tokenizer gives them, `labels` [B]
     as floats and `index` [B], each pair's position in the split.
 
     Args:
-        name: the dataset's name, used in messages and results.
         root: the folder holding the files; `files` entries are relative to it (or absolute).
-        files: split name (train/valid/test) -> file name; `.xz`/`.gz` versions are found too.
-        label_max: 1 for binary labels, 5 for STS-B scores.
-        source: where the official files are published, quoted when a split is missing.
-        train_limit: keep only the first N training pairs (file order).
-        cache_dir: where token ids are kept between runs (None: tokenize every time).
-        encoding: "separate" or "joint", see above; the task's YAML decides (`task.input_format`).
+        files: split name (train/valid/test) -> file name.
+        label_max: 1 for binary labels, 5 for STS-B scores: the labels of the files lie in [0, label_max].
+        name, source, max_length and the loader settings: see SplitFilesDataModule.
     """
 
-    def __init__(self, name: str, root: str, files: dict[str, str], label_max: float, source: str,
-                 max_length: int = 64, batch_size: int = 32, eval_batch_size: int | None = None,
-                 train_limit: int | None = None, num_workers: int = 0, cache_dir: str | None = None,
-                 encoding: str = "separate"):
-        if encoding not in ENCODINGS:
-            raise ValueError(f"data.encoding must be one of {ENCODINGS}, got {encoding!r}")
-        super().__init__(name, {split: Path(root) / file for split, file in files.items()}, source, max_length,
-                         batch_size, eval_batch_size, train_limit, num_workers, cache_dir)
-        self.label_max, self.encoding = label_max, encoding
+    kinds = ("pairs", "joint_pairs")
 
-    def task_inputs(self) -> dict:
-        return {"label_max": self.label_max}
+    def __init__(self, name: str, root: str, files: dict[str, str], label_max: float, source: str,
+                 max_length: int = 64, **common):
+        super().__init__(name=name, paths={split: Path(root) / file for split, file in files.items()}, source=source,
+                         max_length=max_length, **common)
+        self.label_max = label_max
 
     def read_split(self, split: str) -> Pairs:
         pairs = read_pairs(self.file_of(split), self.label_max)
@@ -147,9 +139,8 @@ class STSDataModule(SplitFilesDataModule):
 
     def tokenize_split(self, split: str) -> TokenizedPairs | JointPairs:
         pairs = self.read_split(split)
-        key = {"file": file_digest(self.file_of(split)), "train_limit": self.train_limit if split == "train" else None,
-               "encoding": self.encoding}
-        if self.encoding == "joint":
+        key = {"file": file_digest(self.file_of(split)), "limit": self.limit_of(split), "encoding": self.pair_encoding}
+        if self.pair_encoding == "joint":
             ids = cached_pair_ids(self.cache_dir, key, pairs.first, pairs.second, self.tokenizer, self.max_length,
                                   self.text_prefix)
             return JointPairs(ids["input_ids"], ids.get("token_type_ids"), pairs.labels)
@@ -157,19 +148,11 @@ class STSDataModule(SplitFilesDataModule):
                                self.tokenizer, self.max_length, self.text_prefix)
         return TokenizedPairs(ids["first"], ids["second"], pairs.labels)
 
-    def collate(self, batch) -> dict[str, torch.Tensor]:
-        if self.encoding == "joint":
-            return self.collate_joint(batch)
-        first, second, labels = zip(*batch)
-        input_ids, attention_mask = pad(list(first) + list(second), self.tokenizer.pad_token_id)
-        return {"input_ids": input_ids, "attention_mask": attention_mask,
-                "labels": torch.tensor(labels, dtype=torch.float32)}
-
-    def collate_joint(self, batch) -> dict[str, torch.Tensor]:
-        index, input_ids, token_type_ids, labels = zip(*batch)
-        input_ids, attention_mask = pad(list(input_ids), self.tokenizer.pad_token_id)
-        out = {"input_ids": input_ids, "attention_mask": attention_mask,
-               "labels": torch.tensor(labels, dtype=torch.float32), "index": torch.tensor(index, dtype=torch.long)}
-        if token_type_ids[0] is not None:
-            out["token_type_ids"] = pad(list(token_type_ids), self.tokenizer.pad_token_type_id)[0]
-        return out
+    def rows(self, items) -> tuple[list[dict], dict]:
+        if self.pair_encoding == "joint":
+            index, input_ids, token_type_ids, labels = zip(*items)
+            rows = [{"input_ids": ids} if types is None else {"input_ids": ids, "token_type_ids": types}
+                    for ids, types in zip(input_ids, token_type_ids)]
+            return rows, {"labels": torch.tensor(labels, dtype=torch.float32), "index": torch.tensor(index)}
+        first, second, labels = zip(*items)
+        return [{"input_ids": ids} for ids in first + second], {"labels": torch.tensor(labels, dtype=torch.float32)}

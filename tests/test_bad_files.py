@@ -10,12 +10,12 @@ import pytest
 from datamodules.clue import read_label_file
 from datamodules.cmrc2018 import read_cmrc2018
 from datamodules.corpus import CorpusDataModule
-from text.files import DataFormatError, EmptySplitError, load_json
 from datamodules.lccc import LCCCDataModule, read_dialogues
 from datamodules.multiple_choice import read_c3
 from datamodules.sts import STSDataModule, read_pairs
 from lit_models.components.backbones import ScratchBackbone
 from tests.conftest import results_of, run_cli
+from text.files import DataFormatError, EmptySplitError, load_json
 
 GOOD = "好\t很好\t1\r\n"                       # 14 bytes in UTF-8; CRLF as some official files have
 GBK_LINE = "你好\t很好\t1\n".encode("gbk")     # 你 = c4 e3 in GBK: 0xc4 starts no UTF-8 character here

@@ -6,11 +6,14 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from text.files import DataFormatError, MissingSplitError
+from datamodules.cluener import ENTITY_TYPES
 from datamodules.prepare_atec import derive_train, main
 from datamodules.sts import STSDataModule, read_pairs
 from lit_models.components.backbones import ScratchBackbone
 from tests.conftest import compose_config
+from text.files import DataFormatError, MissingSplitError
+from text.info import DataInfo
+from text.padding import pad_batch
 
 # Split sizes as documented in the data folder's SOURCES.md (None: not on disk).
 SPLIT_SIZES = {
@@ -38,7 +41,7 @@ def test_split_sizes_match_the_sources(name, data_dir):
         else:
             pairs = dm.read_split(split)
             assert len(pairs) == size
-            assert set(pairs.labels) <= ({0.0, 1.0} if dm.label_max == 1 else {0.0, 1.0, 2.0, 3.0, 4.0, 5.0})
+            assert set(pairs.labels) <= ({0.0, 1.0} if dm.label_max == 1 else {0.0, 0.2, 0.4, 0.6, 0.8, 1.0})
 
 
 def test_missing_split_names_the_files_and_the_source(data_dir):
@@ -148,4 +151,92 @@ def test_batches_stack_both_sentences_padded_to_the_longest(tokenizer):
     pairs = dm.read_split("valid")
     expected = tokenizer(pairs.second[0], max_length=64, truncation=True)["input_ids"]
     assert batch["input_ids"][4, :len(expected)].tolist() == expected     # second sentences follow the first B
-    assert batch["labels"].tolist() == pairs.labels[:4]
+    assert batch["labels"].tolist() == pytest.approx(pairs.labels[:4]) and batch["labels"].dtype == torch.float32
+
+
+def hand_padded(rows: list[dict], fill: dict) -> dict[str, torch.Tensor]:
+    """The padders pad_batch replaced (text/padding.py `pad`, lccc's `pad_samples`, the collates of clue,
+    cluener, cmrc2018, multiple_choice, corpus, sts): torch.full with the fill value, then each row copied in."""
+    length = max(len(row["input_ids"]) for row in rows)
+    batch = {"attention_mask": torch.zeros((len(rows), length), dtype=torch.long)}
+    for key, value in fill.items():
+        shape = (len(rows), length) + ((2,) if key == "offsets" else ())
+        batch[key] = torch.full(shape, value, dtype=torch.bool if isinstance(value, bool) else torch.long)
+    for i, row in enumerate(rows):
+        n = len(row["input_ids"])
+        batch["attention_mask"][i, :n] = 1
+        for key in fill:
+            batch[key][i, :n] = torch.tensor(row[key])
+    return batch
+
+
+@pytest.mark.parametrize("lengths", [[3, 1, 5], [4], [2, 2], [1, 7, 7, 1]])
+def test_pad_batch_equals_the_hand_written_padders(lengths):
+    rows = [{"input_ids": list(range(10, 10 + n)), "token_type_ids": [i % 2] * n,
+             "labels": [-100] + list(range(20, 20 + n - 1)), "offsets": [[k, k + 1] for k in range(n)],
+             "span_mask": [k % 2 == 0 for k in range(n)]} for i, n in enumerate(lengths)]
+    fill = {"input_ids": 0, "token_type_ids": 0, "labels": -100, "offsets": -1, "span_mask": False}
+    padded, expected = pad_batch(rows, fill), hand_padded(rows, fill)
+    assert set(padded) == set(expected)
+    for key, tensor in expected.items():
+        assert padded[key].dtype == tensor.dtype and torch.equal(padded[key], tensor), key
+    assert all(padded["labels"][i, n:].eq(-100).all() for i, n in enumerate(lengths))
+    assert padded["offsets"].shape == (len(lengths), max(lengths), 2)
+    only_ids = pad_batch([{"input_ids": r["input_ids"]} for r in rows], {"input_ids": 1, "labels": -100})
+    assert set(only_ids) == {"input_ids", "attention_mask"}             # a field the rows lack is not made up
+    assert torch.equal(only_ids["input_ids"], hand_padded(rows, {"input_ids": 1})["input_ids"])
+
+
+def test_sts_labels_are_score_over_label_max(tmp_path, tokenizer):
+    (tmp_path / "s.valid.data").write_text("".join(f"句{s}\t子{s}\t{s}\n" for s in range(6)), encoding="utf-8")
+    (tmp_path / "b.valid.data").write_text("一\t二\t1\n三\t四\t0\n", encoding="utf-8")
+    graded = STSDataModule("s", str(tmp_path), {"valid": "s.valid.data"}, label_max=5, source="-", cache_dir=None)
+    binary = STSDataModule("b", str(tmp_path), {"valid": "b.valid.data"}, label_max=1, source="-", cache_dir=None)
+    assert graded.read_split("valid").labels == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert binary.read_split("valid").labels == [1.0, 0.0]
+    graded.set_tokenizer(tokenizer, pair_encoding="joint")
+    labels = graded.collate([graded.dataset("valid")[i] for i in range(6)])["labels"]
+    assert (labels > 0.5).tolist() == [False, False, False, True, True, True]   # similar: a score of 3 or more
+
+
+def test_pair_encoding_is_the_tasks_and_decides_the_batches(tmp_path, tokenizer):
+    dm = STSDataModule("b", str(tmp_path), {"valid": "b.valid.data"}, label_max=1, source="-", cache_dir=None)
+    (tmp_path / "b.valid.data").write_text("一\t二\t1\n三\t四五\t0\n", encoding="utf-8")
+    for encoding, rows in (("separate", 4), ("joint", 2)):
+        dm.set_tokenizer(tokenizer, pair_encoding=encoding)
+        batch = dm.collate([dm.dataset("valid")[i] for i in range(2)])
+        assert dm.pair_encoding == encoding and batch["input_ids"].shape[0] == rows
+    with pytest.raises(ValueError, match="pair_encoding must be one of"):
+        dm.set_tokenizer(tokenizer, pair_encoding="pairs")
+
+
+def info_of(name: str, data_dir, *overrides) -> DataInfo:
+    return instantiate(compose_config(f"data={name}", f"paths.data_dir={data_dir}", *overrides).data).info
+
+
+def test_every_data_choice_states_its_info(data_dir):
+    assert info_of("stsb", data_dir) == DataInfo("stsb")
+    assert info_of("afqmc", data_dir) == DataInfo("afqmc", num_labels=2, label_names=("0", "1"))
+    tnews = info_of("tnews", data_dir)
+    assert tnews.num_labels == 15 and tnews.label_names[:2] == ("100", "101")
+    assert info_of("cluener", data_dir) == DataInfo("cluener", entity_types=ENTITY_TYPES, span_extraction=False)
+    assert info_of("cmrc2018", data_dir) == DataInfo("cmrc2018", entity_types=("answer",), span_extraction=True)
+    assert info_of("c3", data_dir) == DataInfo("c3", num_choices=4, distinct_answers=False)
+    assert info_of("chid", data_dir) == DataInfo("chid", num_choices=10, distinct_answers=True)
+    assert info_of("chid", data_dir, "data.format=fewclue", "data.distinct_answers=false") == \
+        DataInfo("chid", num_choices=7, distinct_answers=False)
+    assert info_of("lccc_toy", data_dir) == DataInfo("lccc_toy", max_length=128)
+    assert info_of("corpus", data_dir, "data.max_length=48") == DataInfo("corpus", max_length=48)
+
+
+def test_kinds_say_which_tasks_a_data_choice_serves():
+    from hub.config import choices_where, target_class
+
+    def serving(kind):
+        return choices_where("data", lambda node: kind in target_class(node).kinds_for(node))
+
+    sts = ["atec", "bq", "lcqmc", "pawsx", "stsb", "stsb_sample"]
+    assert serving("pairs") == sts and serving("joint_pairs") == ["afqmc", *sts]   # AFQMC: binary sentence pairs
+    assert serving("classification") == ["afqmc", "cmnli", "csl", "iflytek", "ocnli", "tnews", "wsc"]
+    assert (serving("spans"), serving("choices"), serving("dialogues")) == (
+        ["cluener", "cmrc2018"], ["c3", "chid"], ["lccc", "lccc_toy"])

@@ -9,11 +9,13 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from text.files import DataFormatError, MissingSplitError
 from datamodules.multiple_choice import read_c3, vocabulary_token
 from lit_models.components.backbones import VOCAB_DIR
-from lit_models.multiple_choice import AssignedAccuracy, assign_distinct, choose_options
+from lit_models.multiple_choice import AssignedAccuracy
 from tests.conftest import compose_config, results_of, run_cli
+from text.choices import assign_distinct, choose_options
+from text.files import DataFormatError, MissingSplitError
+from text.info import DataInfo
 
 # SOURCES.md: C3 d/m questions per split; FewCLUE chid records per file.
 C3_SIZES = {"train": 5856 + 6013, "valid": 1825 + 1991, "test": 1890 + 2002}
@@ -42,17 +44,17 @@ def fewclue_rows(data_dir, file="dev_few_all.json"):
 def test_split_sizes_match_the_sources(data_dir):
     c3 = datamodule(data_dir, "c3")
     assert {split: len(c3.read_split(split)) for split in C3_SIZES} == C3_SIZES
-    assert c3.task_inputs() == {"num_choices": 4} and c3.test_labelled
+    assert c3.info == DataInfo("c3", num_choices=4) and c3.test_labelled
     chid = datamodule(data_dir, "chid", "data.format=fewclue")
     assert {split: len(chid.read_split(split)) for split in FEWCLUE_CHID_SIZES} == FEWCLUE_CHID_SIZES
-    assert chid.task_inputs() == {"num_choices": 7} and chid.test_labelled
+    assert chid.info == DataInfo("chid", num_choices=7, distinct_answers=True) and chid.test_labelled
     assert {b.answer for b in chid.read_split("submission")} == {-1}       # test.json: the unlabelled leaderboard set
     assert chid.prediction_splits == ("valid", "test", "submission") and chid.leaderboard_split == "submission"
 
 
 def test_official_chid_is_not_staged_and_the_error_names_its_files(data_dir):
     dm = datamodule(data_dir, "chid")
-    assert dm.task_inputs() == {"num_choices": 10} and not dm.test_labelled
+    assert dm.info == DataInfo("chid", num_choices=10, distinct_answers=True) and not dm.test_labelled
     with pytest.raises(MissingSplitError) as error:
         dm.require(["train"])
     for name in (data_dir / "chid" / "train.json", data_dir / "chid" / "train_answer.json.xz", "chid_public.zip"):

@@ -1,13 +1,13 @@
 """Dialogues as DialoGPT samples (kexue.fm/archives/7718): LCCC's character tokenization undone, turns joined
 by [SEP] after a leading [CLS] with alternating segment ids, and the prompt a reply is generated from.
-Shared by datamodules/lccc.py (training samples) and lit_models/dialogue_lm.py (generation)."""
+Shared by the dialogue data (training samples, datamodules/lccc.py) and task (generation) modules."""
 from __future__ import annotations
 
 import re
 
+from text.padding import IGNORE_INDEX
 from text.tokens import tokenize
 
-IGNORE_INDEX = -100
 LATIN_WORD = re.compile(r"[A-Za-z0-9]{2,}")
 
 

@@ -1,15 +1,24 @@
-"""Right-padding of token id lists into batch tensors."""
+"""Right-padding of a batch's token-aligned fields into tensors: the one padder every DataModule uses."""
 from __future__ import annotations
 
+from typing import Mapping, Sequence
+
 import torch
+from torch.nn.utils.rnn import pad_sequence
+
+IGNORE_INDEX = -100  # the label of a position no loss reads: padding, and tokens that are not targets
 
 
-def pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """[B, L] ids padded with `pad_id` and the matching 0/1 attention mask, L = the longest sequence."""
-    length = max(map(len, sequences))
-    ids = torch.full((len(sequences), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), length), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        ids[row, :len(seq)] = torch.tensor(seq)
-        mask[row, :len(seq)] = 1
-    return ids, mask
+def pad_batch(rows: Sequence[Mapping[str, Sequence]], fill: Mapping[str, int | bool]) -> dict[str, torch.Tensor]:
+    """Each field of `fill` that the rows have, padded to the longest row with its fill value, and
+    `attention_mask`, 1 over each row's `input_ids` and 0 over the padding.
+
+    A field is a list per row: token ids ([B, L] long), bools ([B, L] bool, fill False) or [start, end] pairs
+    ([B, L, 2] long). E.g. fill {"input_ids": 0, "labels": -100}: labels are -100 past each row's end.
+    """
+    batch = {key: pad_sequence([torch.tensor(row[key], dtype=torch.bool if isinstance(value, bool) else torch.long)
+                                for row in rows], batch_first=True, padding_value=value)
+             for key, value in fill.items() if key in rows[0]}
+    lengths = torch.tensor([len(row["input_ids"]) for row in rows])
+    batch["attention_mask"] = (torch.arange(batch["input_ids"].shape[1]) < lengths[:, None]).long()
+    return batch
