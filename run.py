@@ -20,7 +20,7 @@ log = logging.getLogger("run")
 
 
 def needed_splits(cfg: DictConfig, datamodule) -> list[str]:
-    test = cfg.test and getattr(datamodule, "test_labelled", True)
+    test = cfg.test and datamodule.test_labelled
     return (["train", "valid"] if cfg.train else []) + (["test"] if test else [])
 
 
@@ -43,22 +43,32 @@ def predict(trainer, model, datamodule, folder: str, ckpt_path: str | None) -> l
     return written
 
 
-def build(cfg: DictConfig):
-    """The DataModule (tokenizer set, needed splits checked) and the task module of a composed config."""
+def build(cfg: DictConfig, choices: dict[str, str] | None = None):
+    """The DataModule (tokenizer set, needed splits checked) and the task module of a composed config, after
+    the check of the combination (hub.config.check_config)."""
     from hydra.utils import instantiate
 
-    from hub.config import ConfigError, accepted_by, instantiate_with
+    from hub.config import ConfigError, check_config
 
+    classes = check_config(cfg, choices)
     datamodule = instantiate(cfg.data)
-    if cfg.predict and not getattr(datamodule, "writes_predictions", False):
+    if cfg.predict and not datamodule.writes_predictions:
         raise ConfigError(f"predict=true does not work with data={datamodule.name}: it writes no prediction files")
     datamodule.require(needed_splits(cfg, datamodule))
-    backbone = instantiate_with(cfg.backbone, attention=cfg.get("attention"))
-    datamodule.set_tokenizer(backbone.tokenizer, backbone.text_prefix)
-    model = instantiate(cfg.task, backbone=backbone, loss=instantiate_with(cfg.loss, hidden_size=backbone.hidden_size),
-                        optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.scheduler),
-                        init=instantiate(cfg.init), **accepted_by(cfg.task, getattr(datamodule, "task_inputs", dict)()))
+    backbone = build_backbone(cfg, classes.backbone)
+    datamodule.set_tokenizer(backbone.tokenizer, backbone.text_prefix, pair_encoding=classes.task.PAIR_ENCODING)
+    model = instantiate(cfg.task, backbone=backbone, loss=instantiate(cfg.loss), optimizer=instantiate(cfg.optimizer),
+                        scheduler=instantiate(cfg.scheduler), init=instantiate(cfg.init), data=datamodule.info,
+                        _convert_="object")   # DataInfo stays a dataclass, nested options plain dicts
     return datamodule, model
+
+
+def build_backbone(cfg: DictConfig, backbone_class: type):
+    from hydra.utils import instantiate
+
+    if backbone_class.TAKES_ATTENTION:
+        return instantiate(cfg.backbone, attention=instantiate(cfg.attention))
+    return instantiate(cfg.backbone)
 
 
 def train(cfg: DictConfig, results: dict) -> None:
@@ -69,12 +79,11 @@ def train(cfg: DictConfig, results: dict) -> None:
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
 
-    from hub.config import check_config, flatten
+    from hub.config import flatten
     from hub.results import metrics_of
 
-    check_config(results["choices"], cfg)
     L.seed_everything(cfg.seed, workers=True)
-    datamodule, model = build(cfg)
+    datamodule, model = build(cfg, results["choices"])
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     callbacks = {name: instantiate(c) for name, c in (cfg.get("callbacks") or {}).items()}
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=list(callbacks.values()))
@@ -91,7 +100,7 @@ def train(cfg: DictConfig, results: dict) -> None:
     ckpt = best["path"] if best else None
     if cfg.train and ckpt is None:
         log.warning("no validation value was finite: testing the final weights, not a best checkpoint")
-    if cfg.test and getattr(datamodule, "test_labelled", True):
+    if cfg.test and datamodule.test_labelled:
         results["test"] = metrics_of(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt))
     elif cfg.test:
         log.info("the test split of data=%s has no labels: not scored (predict=true writes its predictions)",
@@ -133,21 +142,20 @@ def best_of(trainer) -> dict | None:
 def generate(cfg: DictConfig) -> str:
     """Load `ckpt_path` of a task that can `respond` (task=dialogue_lm) and reply to `prompt`."""
     import torch
-    from hydra.utils import get_class, instantiate
+    from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from hub.config import ConfigError, axis_choices, check_config, instantiate_with
+    from hub.config import ConfigError, axis_choices, check_config
 
-    check_config(axis_choices(), cfg)
-    task = get_class(cfg.task._target_)
+    classes = check_config(cfg, axis_choices())
+    task = classes.task
     if not hasattr(task, "respond"):
         raise ConfigError(f"mode=generate does not work with task={axis_choices().get('task')}: use task=dialogue_lm")
     if not cfg.ckpt_path or cfg.prompt is None:
         raise ConfigError("mode=generate needs ckpt_path=<a checkpoint of that task> and prompt=<turn or [turns]>")
-    backbone = instantiate_with(cfg.backbone, attention=cfg.get("attention"))
     model = task.load_from_checkpoint(
-        cfg.ckpt_path, map_location="cpu", backbone=backbone, optimizer=instantiate(cfg.optimizer),
-        loss=instantiate_with(cfg.loss, hidden_size=backbone.hidden_size), scheduler=instantiate(cfg.scheduler),
+        cfg.ckpt_path, map_location="cpu", weights_only=True, backbone=build_backbone(cfg, classes.backbone),
+        optimizer=instantiate(cfg.optimizer), loss=instantiate(cfg.loss), scheduler=instantiate(cfg.scheduler),
         init=instantiate(cfg.init)).eval()
     history = [cfg.prompt] if isinstance(cfg.prompt, str) else [str(turn) for turn in cfg.prompt]
     reply = model.respond(history, generator=torch.Generator().manual_seed(cfg.seed),

@@ -38,7 +38,8 @@ class GradientRecorder(L.Callback):
 
 
 def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
 
     with initialize_config_dir(str(Path(__file__).resolve().parent.parent / "conf"), version_base="1.3"):
         return hydra_compose("config", overrides=[*DEFAULTS, *overrides])

@@ -2,39 +2,16 @@
 from __future__ import annotations
 
 import hashlib
-import inspect
+from dataclasses import dataclass
 from pathlib import Path
 
-from hydra.utils import instantiate
+from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = PROJECT_ROOT / "conf"
 AXES = ("task", "data", "backbone", "loss", "optimizer", "scheduler", "init", "attention", "trainer",
         "experiment")
-
-# What each `task=` works with; a task missing from a table takes any choice of that group.
-STS_DATA = ("stsb_sample", "stsb", "atec", "bq", "lcqmc", "pawsx")
-CLUE_CLASSIFICATION = ("afqmc", "tnews", "iflytek", "ocnli", "cmnli", "csl", "wsc")
-TASK_LOSSES = {
-    "bi_encoder": ("cosent", "sbert", "cosine_mse", "infonce", "flatnce"),
-    "cross_encoder": ("cosent", "cross_entropy"),
-    "classifier": ("cross_entropy",),
-    "global_pointer": ("multilabel_ce", "cross_entropy"),   # cross_entropy: span extraction (cmrc2018) only
-    "multiple_choice": ("cross_entropy",),
-    "masked_lm": ("lm",),
-    "dialogue_lm": ("lm",),
-}
-TASK_DATA = {
-    "bi_encoder": STS_DATA,
-    "cross_encoder": (*STS_DATA, "afqmc"),
-    "classifier": CLUE_CLASSIFICATION,
-    "global_pointer": ("cluener", "cmrc2018"),
-    "multiple_choice": ("c3", "chid"),
-    "masked_lm": ("corpus",),
-    "dialogue_lm": ("lccc", "lccc_toy"),
-}
-SCRATCH_BACKBONES = ("scratch_tiny", "scratch_small", "scratch_base")
-TASKS_NEEDING_SCRATCH = ("masked_lm", "dialogue_lm")
 
 
 class ConfigError(ValueError):
@@ -80,26 +57,85 @@ def axis_choices() -> dict[str, str]:
     return {axis: choices[axis] for axis in AXES if choices.get(axis) is not None}
 
 
-def check_config(choices: dict[str, str], cfg: DictConfig | None = None) -> None:
-    """Fail with the clashing keys and what would work, before any model or data is loaded."""
-    task, backbone = choices.get("task"), choices.get("backbone")
-    for group, table in (("loss", TASK_LOSSES), ("data", TASK_DATA)):
-        allowed = table.get(task)
-        if allowed is not None and choices.get(group) not in allowed:
-            raise ConfigError(f"{group}={choices.get(group)} does not work with task={task}: "
-                              f"task={task} takes {group}={'|'.join(allowed)}")
-    scratch = backbone in SCRATCH_BACKBONES
-    if task in TASKS_NEEDING_SCRATCH and not scratch:
+@dataclass(frozen=True)
+class Classes:
+    """The classes a config's `_target_`s name, resolved without building anything."""
+
+    task: type
+    data: type
+    backbone: type
+    loss: type
+
+
+def target_class(node) -> type:
+    return get_object(node._target_)
+
+
+def resolve(cfg: DictConfig) -> Classes:
+    return Classes(*(target_class(cfg[group]) for group in ("task", "data", "backbone", "loss")))
+
+
+def check_config(cfg: DictConfig, choices: dict[str, str] | None = None) -> Classes:
+    """Fail with the clashing keys and what would work, before any model or data is loaded. The rules are the
+    classes' own declarations: a task's LOSS_INPUTS, DATA_KINDS and SCRATCH_ONLY, a loss's `inputs`, a
+    DataModule's `kinds`, a backbone's TAKES_ATTENTION."""
+    choices = {**{group: name_of(cfg, group) for group in ("task", "data", "backbone", "loss")}, **(choices or {})}
+    classes = resolve(cfg)
+    task, backbone = choices["task"], choices["backbone"]
+    if not set(classes.loss.inputs) & set(classes.task.LOSS_INPUTS):
+        valid = choices_where("loss", lambda node: set(target_class(node).inputs) & set(classes.task.LOSS_INPUTS))
+        raise ConfigError(f"loss={choices['loss']} does not work with task={task}: task={task} takes "
+                          f"loss={'|'.join(valid)}")
+    if not set(classes.data.kinds_for(cfg.data)) & set(classes.task.DATA_KINDS):
+        valid = choices_where("data", lambda node: set(target_class(node).kinds_for(node))
+                              & set(classes.task.DATA_KINDS))
+        raise ConfigError(f"data={choices['data']} does not work with task={task}: task={task} takes "
+                          f"data={'|'.join(valid)}")
+    scratch = choices_where("backbone", lambda node: target_class(node).TAKES_ATTENTION)
+    if classes.task.SCRATCH_ONLY and not classes.backbone.TAKES_ATTENTION:
         raise ConfigError(f"task={task} does not work with backbone={backbone}: it needs a from-scratch "
-                          f"backbone={'|'.join(SCRATCH_BACKBONES)}")
-    if choices.get("attention", "softmax") != "softmax" and not scratch:
+                          f"backbone={'|'.join(scratch)}")
+    if choices.get("attention", "softmax") != "softmax" and not classes.backbone.TAKES_ATTENTION:
         raise ConfigError(f"attention={choices['attention']} does not work with backbone={backbone}: a pretrained "
-                          f"checkpoint fixes its attention; use backbone={'|'.join(SCRATCH_BACKBONES)} "
-                          f"or attention=softmax")
-    if choices.get("init") == "deepnorm" and (cfg is None or cfg.backbone.get("norm") != "deepnorm"):
+                          f"checkpoint fixes its attention; use backbone={'|'.join(scratch)} or attention=softmax")
+    if cfg.init._target_.endswith(".deepnorm") and cfg.backbone.get("norm") != "deepnorm":
         raise ConfigError(f"init=deepnorm needs backbone.norm=deepnorm (got backbone.norm="
-                          f"{None if cfg is None else cfg.backbone.get('norm')}): DeepNorm's init gain β is derived "
+                          f"{cfg.backbone.get('norm')}): DeepNorm's init gain β is derived "
                           f"for its residual scale α; use another init or add backbone.norm=deepnorm")
+    return classes
+
+
+def name_of(cfg: DictConfig, group: str) -> str:
+    """The choice of `group` for messages outside a Hydra run: the node's `name` (data), else the choice whose
+    file gives the same `_target_`."""
+    if "name" in cfg[group]:
+        return str(cfg[group].name)
+    return next(iter(choices_where(group, lambda node: node._target_ == cfg[group]._target_)), group)
+
+
+def choice_node(group: str, name: str) -> DictConfig:
+    """conf/<group>/<name>.yaml with its defaults list merged in (enough to read `_target_` and plain keys)."""
+    node = OmegaConf.load(CONF_DIR / group / f"{name}.yaml")
+    defaults = node.pop("defaults", []) or []
+    merged = OmegaConf.create()
+    for entry in defaults + ([] if "_self_" in defaults else ["_self_"]):
+        if entry == "_self_":
+            merged = OmegaConf.merge(merged, node)
+        elif isinstance(entry, str):
+            path = entry.split("@")[0]
+            other_group, other = (path[1:].rsplit("/", 1) if path.startswith("/") else (group, path))
+            merged = OmegaConf.merge(merged, choice_node(other_group, other))
+    return merged
+
+
+def choices_where(group: str, accepts) -> list[str]:
+    """The choices of `group` (conf/<group>/*.yaml, sorted) whose node `accepts`."""
+    names = []
+    for path in sorted((CONF_DIR / group).glob("*.yaml")):
+        node = choice_node(group, path.stem)
+        if "_target_" in node and accepts(node):
+            names.append(path.stem)
+    return names
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -121,15 +157,3 @@ def flatten(cfg: DictConfig) -> dict:
             out[prefix[:-1]] = node
     walk(OmegaConf.to_container(cfg, resolve=True), "")
     return out
-
-
-def accepted_by(node: DictConfig, available: dict) -> dict:
-    """Those of `available` that `node`'s target names as parameters and the config leaves unset."""
-    target = instantiate({"_target_": "hydra.utils.get_object", "path": node._target_})
-    params = inspect.signature(target).parameters
-    return {k: v for k, v in available.items() if k in params and k not in node}
-
-
-def instantiate_with(node: DictConfig, **available):
-    """Instantiate `node`, passing those of `available` that its target accepts and the config leaves unset."""
-    return instantiate(node, **accepted_by(node, available))

@@ -1,26 +1,58 @@
-"""What every task module shares: weight init of new weights, optimizer param groups and the LR schedule."""
+"""The contract of every task: the base owns the loop body, a task writes `step` and `make_metrics`."""
 from __future__ import annotations
 
 import inspect
-from typing import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Callable, ClassVar, Mapping
 
 import lightning as L
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
+from torchmetrics import Metric, MetricCollection
 
 from lit_models.components.init import initialize
+from text.info import DataInfo
 
 NORMS = (nn.LayerNorm, nn.RMSNorm)
+STAGES = ("val", "test")
+
+
+@dataclass
+class Step:
+    """What one batch gave: the loss (None where a stage does not need it), the inputs of the stage's metrics
+    (one tuple for all, or one tuple per metric name) and the batch size the logged means weigh by."""
+
+    loss: torch.Tensor | None
+    metric_inputs: tuple | dict[str, tuple] = field(default_factory=tuple)
+    size: int = 1
 
 
 class TaskModule(L.LightningModule):
     """Base of every `task=` choice.
+
+    It owns training/validation/test steps around one `step(batch, stage) -> Step`, the metrics of each
+    evaluation stage (`make_metrics(stage)`, computed once per epoch, so no metric math runs per batch on the
+    host), `save_hyperparameters`, the init of every new weight (the loss's, the head's of `build_head`, and
+    a from-scratch backbone's), the optimizer's parameter groups and the LR schedule. A task writes `step`,
+    `make_metrics`, optionally `build_head` and `predict_step`, and declares what it works with; hub.config
+    checks those declarations before anything is built:
+
+        LOSS_INPUTS: what the task calls its loss with; a loss class lists the same words in `inputs`
+            (pair_embeddings, pair_scores, logits, token_logits, span_scores).
+        DATA_KINDS: what it reads; a DataModule class lists its `kinds` (pairs, joint_pairs, classification,
+            spans, choices, corpus, dialogues).
+        SCRATCH_ONLY: needs our own Transformer (backbone=scratch_*).
+        PAIR_ENCODING: how a pair data set encodes its pairs for this task: separate | joint.
+        EVAL_LOSS: log `{val,test}/loss` too.
 
     Args:
         backbone: encoder + tokenizer (lit_models/components/backbones.py).
         loss: the `loss=` module; heads it owns count as new weights.
         optimizer: `optimizer=` factory, called with the parameter groups.
         scheduler: `scheduler=` factory, called with (optimizer, num_training_steps).
-        init: `init=` scheme, applied to the new weights: the loss's heads, and the backbone if from scratch.
+        init: `init=` scheme, applied to the new weights.
+        data: what the data set tells the task (text/info.py).
         monitor: the validation metric that selects the best checkpoint.
         monitor_mode: "max" when higher is better (Spearman, accuracy), "min" for losses and perplexity.
         head_lr_scale: lr multiplier of the weights the task adds on top of the backbone (`self.head` and the
@@ -28,42 +60,102 @@ class TaskModule(L.LightningModule):
             the encoder's fine-tuning lr gives it (a GlobalPointer head, for one, starts on a long plateau).
     """
 
-    def __init__(self, backbone: nn.Module, loss: nn.Module, optimizer: Callable, scheduler: Callable,
-                 init: Callable, monitor: str, monitor_mode: str = "max", head_lr_scale: float = 1.0):
+    LOSS_INPUTS: ClassVar[tuple[str, ...]] = ()
+    DATA_KINDS: ClassVar[tuple[str, ...]] = ()
+    SCRATCH_ONLY: ClassVar[bool] = False
+    PAIR_ENCODING: ClassVar[str] = "separate"
+    EVAL_LOSS: ClassVar[bool] = True
+
+    def __init__(self, *, backbone: nn.Module, loss: nn.Module, optimizer: Callable, scheduler: Callable,
+                 init: Callable, data: DataInfo | Mapping, monitor: str, monitor_mode: str = "max",
+                 head_lr_scale: float = 1.0):
         super().__init__()
-        self.backbone, self.loss = backbone, loss
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         if monitor_mode not in ("max", "min"):
             raise ValueError(f"task.monitor_mode must be 'max' or 'min', got {monitor_mode!r}")
-        self.monitor, self.monitor_mode = monitor, monitor_mode
         if head_lr_scale <= 0:
             raise ValueError(f"task.head_lr_scale must be > 0, got {head_lr_scale}")
-        self.head_lr_scale = head_lr_scale
+        self.data_info = as_data_info(data)
+        self.save_hyperparameters(ignore=["backbone", "loss", "optimizer", "scheduler", "init", "data"])
+        for key, value in list(self.hparams.items()):   # plain values: the checkpoint loads with weights_only
+            if isinstance(value, (DictConfig, ListConfig)):
+                self.hparams[key] = OmegaConf.to_container(value, resolve=True)
+        self.hparams["data"] = asdict(self.data_info)
+        self.backbone, self.loss = backbone, loss
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.monitor, self.monitor_mode, self.head_lr_scale = monitor, monitor_mode, head_lr_scale
+        if hasattr(loss, "configure"):   # a loss with weights of the encoder's width (SBERT's classifier)
+            loss.configure(backbone.hidden_size)
+        self.head = self.build_head()
         for module in self.new_modules():
             initialize(module, init)
+        self.metrics = nn.ModuleDict({stage: MetricCollection(self.make_metrics(stage), compute_groups=False)
+                                      for stage in STAGES})
+
+    # --- what a task writes -------------------------------------------------------------------------------
+
+    def build_head(self) -> nn.Module | None:
+        """The weights the task adds on top of the backbone (drawn by `init`); None: none."""
+        return None
+
+    def step(self, batch, stage: str) -> Step:
+        raise NotImplementedError
+
+    def make_metrics(self, stage: str) -> dict[str, Metric]:
+        """The metrics of `stage` ("val" or "test"), by the name they are logged under (`<stage>/<name>`)."""
+        raise NotImplementedError
+
+    def on_metrics(self, stage: str, values: dict[str, torch.Tensor]) -> None:
+        """Called with a stage's epoch values before they are logged (the cross-encoder keeps its threshold)."""
+
+    # --- the loop body ------------------------------------------------------------------------------------
+
+    def training_step(self, batch, batch_idx):
+        out = self.step(batch, "train")
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=out.size)
+        return out.loss
+
+    def validation_step(self, batch, batch_idx):
+        self.evaluate(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self.evaluate(batch, "test")
+
+    def evaluate(self, batch, stage: str) -> None:
+        out = self.step(batch, stage)
+        if self.EVAL_LOSS and out.loss is not None:
+            self.log(f"{stage}/loss", out.loss, prog_bar=f"{stage}/loss" == self.monitor, batch_size=out.size,
+                     sync_dist=True)
+        for name, metric in self.metrics[stage].items():
+            inputs = out.metric_inputs[name] if isinstance(out.metric_inputs, dict) else out.metric_inputs
+            metric.update(*inputs)
+
+    def on_validation_epoch_end(self):
+        self.log_metrics("val")
+
+    def on_test_epoch_end(self):
+        self.log_metrics("test")
+
+    def log_metrics(self, stage: str) -> None:
+        """The stage's metrics over the whole split (every rank's under DDP), logged once per epoch."""
+        collection = self.metrics[stage]
+        if not any(metric.update_called for metric in collection.values()):
+            return
+        values = collection.compute()
+        collection.reset()
+        self.on_metrics(stage, values)
+        for name, value in values.items():
+            key = f"{stage}/{name}"
+            self.log(key, value.float(), prog_bar=key == self.monitor, sync_dist=True)
+
+    # --- weights, optimizer, schedule ---------------------------------------------------------------------
 
     def new_modules(self) -> list[nn.Module]:
-        return [self.loss] + ([self.backbone] if self.backbone.from_scratch else [])
+        modules = [self.loss] + ([self.head] if self.head is not None else [])
+        return modules + ([self.backbone] if self.backbone.from_scratch else [])
 
     def parameter_groups(self) -> list[dict]:
-        """Matrices take the optimizer's weight decay; biases and norm gains (1-D) take none.
-
-        Norm gains are marked `norm_gain` for optimizers that treat them apart (Tiger's NaN guard). With
-        `head_lr_scale` ≠ 1, the head's and the loss's parameters form groups of their own marked `lr_scale`."""
-        gains = {id(m.weight) for m in self.modules() if isinstance(m, NORMS) and m.weight is not None}
-        params = [p for p in self.parameters() if p.requires_grad]
-        groups = [{"params": [p for p in params if p.ndim >= 2]},
-                  {"params": [p for p in params if p.ndim < 2 and id(p) not in gains], "weight_decay": 0.0},
-                  {"params": [p for p in params if id(p) in gains], "weight_decay": 0.0, "norm_gain": True}]
-        if getattr(self, "head_lr_scale", 1.0) != 1.0:
-            groups = [part for group in groups for part in self.split_head(group)]
-        return [group for group in groups if group["params"]]
-
-    def split_head(self, group: dict) -> list[dict]:
-        heads = [m for m in (getattr(self, "head", None), self.loss) if isinstance(m, nn.Module)]
-        new = {id(p) for m in heads for p in m.parameters()}
-        return [dict(group, params=[p for p in group["params"] if id(p) not in new]),
-                dict(group, params=[p for p in group["params"] if id(p) in new], lr_scale=self.head_lr_scale)]
+        head = [m for m in (self.head, self.loss) if m is not None]
+        return parameter_groups(self, head, self.head_lr_scale)
 
     def configure_optimizers(self):
         extra = {}
@@ -74,3 +166,29 @@ class TaskModule(L.LightningModule):
             group["lr"] *= group.get("lr_scale", 1.0)
         scheduler = self.scheduler_factory(optimizer, num_training_steps=int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def parameter_groups(model: nn.Module, head: list[nn.Module] = (), head_lr_scale: float = 1.0) -> list[dict]:
+    """Matrices take the optimizer's weight decay; biases and norm gains (1-D) take none.
+
+    Norm gains are marked `norm_gain` for optimizers that treat them apart (Tiger's NaN guard). With
+    `head_lr_scale` ≠ 1, the parameters of the `head` modules form groups of their own marked `lr_scale`."""
+    gains = {id(m.weight) for m in model.modules() if isinstance(m, NORMS) and m.weight is not None}
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2]},
+              {"params": [p for p in params if p.ndim < 2 and id(p) not in gains], "weight_decay": 0.0},
+              {"params": [p for p in params if id(p) in gains], "weight_decay": 0.0, "norm_gain": True}]
+    if head_lr_scale != 1.0:
+        new = {id(p) for m in head for p in m.parameters()}
+        groups = [part for group in groups for part in (
+            dict(group, params=[p for p in group["params"] if id(p) not in new]),
+            dict(group, params=[p for p in group["params"] if id(p) in new], lr_scale=head_lr_scale))]
+    return [group for group in groups if group["params"]]
+
+
+def as_data_info(data: DataInfo | Mapping) -> DataInfo:
+    """`data` as a DataInfo: as given, or from its fields (a checkpoint's hparams, a config Hydra converted)."""
+    if isinstance(data, DataInfo):
+        return data
+    fields = OmegaConf.to_container(data) if isinstance(data, DictConfig) else dict(data)
+    return DataInfo(**{key: tuple(value) if isinstance(value, list) else value for key, value in fields.items()})

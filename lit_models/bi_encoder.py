@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from lightning.pytorch.strategies import ParallelStrategy
 from torchmetrics import SpearmanCorrCoef
 
-from lit_models.base import TaskModule
-from lit_models.components.pooling import POOLINGS, pool
+from lit_models.base import Step, TaskModule
 from lit_models.components.distributed import gather_with_grad, world_size
+from lit_models.components.pooling import POOLINGS, pool
 
 # Spearman needs every score of the split; the STS splits (<= 20k pairs) fit easily, so the warning is noise.
 warnings.filterwarnings("ignore", message="Metric `SpearmanCorrcoef` will save all targets")
@@ -28,27 +28,33 @@ class BiEncoder(TaskModule):
     A batch-level loss (`loss.global_batch`) sees the global batch under DDP (`loss_batch`).
     contrastive_accumulation: k ≥ 2 backpropagates each training batch in k micro-batches while the loss still
         sees the whole batch, exactly (`accumulation_step`, kexue.fm/archives/8471); 1 trains the ordinary way.
+        This mode optimizes by hand: the one task step the base class does not own.
     """
+
+    LOSS_INPUTS = ("pair_embeddings",)
+    DATA_KINDS = ("pairs",)
+    EVAL_LOSS = False
 
     def __init__(self, *, pooling: str = "mean", contrastive_accumulation: int = 1, **common):
         if pooling not in POOLINGS:
             raise ValueError(f"task.pooling must be one of {POOLINGS}, got {pooling!r}")
         if contrastive_accumulation < 1:
             raise ValueError(f"task.contrastive_accumulation must be ≥ 1 (1: off), got {contrastive_accumulation}")
-        super().__init__(**common)
+        loss = common["loss"]
         if contrastive_accumulation > 1:
-            if not getattr(self.loss, "global_batch", False):
+            if not getattr(loss, "global_batch", False):
                 raise ValueError(f"task.contrastive_accumulation={contrastive_accumulation} is for batch-level losses "
-                                 f"(cosent, infonce, flatnce); {type(self.loss).__name__} is a mean over pairs, "
+                                 f"(cosent, infonce, flatnce); {type(loss).__name__} is a mean over pairs, "
                                  f"which trainer.accumulate_grad_batches accumulates exactly")
-            if any(p.requires_grad for p in self.loss.parameters()):
+            if any(p.requires_grad for p in loss.parameters()):
                 raise ValueError(f"task.contrastive_accumulation does not support a loss with parameters "
-                                 f"({type(self.loss).__name__}): only the encoder is re-forwarded per micro-batch")
+                                 f"({type(loss).__name__}): only the encoder is re-forwarded per micro-batch")
         self.pooling, self.contrastive_accumulation = pooling, contrastive_accumulation
+        super().__init__(**common)
         self.automatic_optimization = contrastive_accumulation == 1
-        self.save_hyperparameters({"pooling": pooling, "contrastive_accumulation": contrastive_accumulation,
-                                   "monitor": self.monitor, "monitor_mode": self.monitor_mode})
-        self.val_spearman, self.test_spearman = SpearmanCorrCoef(), SpearmanCorrCoef()
+
+    def make_metrics(self, stage: str) -> dict:
+        return {"spearman": SpearmanCorrCoef()}
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return pool(self.backbone(input_ids, attention_mask), attention_mask, self.pooling)
@@ -65,13 +71,17 @@ class BiEncoder(TaskModule):
             return gather_with_grad(u), gather_with_grad(v), gather_with_grad(labels)
         return u, v, labels
 
+    def step(self, batch, stage: str) -> Step:
+        u, v = self.pair_embeddings(batch)
+        labels = batch["labels"]
+        if stage != "train":
+            return Step(None, (F.cosine_similarity(u.float(), v.float(), dim=-1), labels), len(labels))
+        return Step(self.loss(*self.loss_batch(u, v, labels)), size=len(labels))
+
     def training_step(self, batch, batch_idx):
         if not self.automatic_optimization:
             return self.accumulation_step(batch)
-        u, v, labels = self.loss_batch(*self.pair_embeddings(batch), batch["labels"])
-        loss = self.loss(u, v, labels)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(labels))
-        return loss
+        return super().training_step(batch, batch_idx)
 
     def loss_gradients(self, u: torch.Tensor, v: torch.Tensor, labels: torch.Tensor
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -112,21 +122,21 @@ class BiEncoder(TaskModule):
         pairs = torch.arange(len(labels), device=labels.device)
         micro = [m for m in pairs.tensor_split(self.contrastive_accumulation) if len(m)]
         rows = [torch.cat([m, m + len(labels)]) for m in micro]   # the first sentences, then their second ones
+        devices = [input_ids.device] if input_ids.device.type == "cuda" else []
         states, embeddings = [], []
         with torch.no_grad():
             for r in rows:
-                states.append(rng_state(input_ids.device))
+                states.append(random_state(input_ids.device))
                 embeddings.append(self.embed(input_ids[r], attention_mask[r]).chunk(2))
-        after = rng_state(input_ids.device)
         loss, grad_u, grad_v = self.loss_gradients(*(torch.cat(parts) for parts in zip(*embeddings)), labels)
         optimizer.zero_grad()
         for i, (m, r, state) in enumerate(zip(micro, rows, states)):
-            set_rng_state(state, input_ids.device)
-            u, v = self.embed(input_ids[r], attention_mask[r]).chunk(2)
+            with torch.random.fork_rng(devices=devices):   # replay step 1's masks, then continue as after it
+                set_random_state(state, input_ids.device)
+                u, v = self.embed(input_ids[r], attention_mask[r]).chunk(2)
             surrogate = (u * grad_u[m]).sum() + (v * grad_v[m]).sum()     # promoted to g's fp32 (or fp64)
             with self.no_gradient_sync() if i < len(micro) - 1 else nullcontext():
                 self.manual_backward(surrogate)
-        set_rng_state(after, input_ids.device)
         optimizer.step()
         scheduler.step()
         self.log("train/loss", loss, prog_bar=True, batch_size=len(labels))
@@ -137,24 +147,13 @@ class BiEncoder(TaskModule):
         strategy = self.trainer.strategy
         return strategy.block_backward_sync() if isinstance(strategy, ParallelStrategy) else nullcontext()
 
-    def _evaluate(self, batch, metric: SpearmanCorrCoef, name: str):
-        u, v = self.pair_embeddings(batch)
-        metric.update(F.cosine_similarity(u.float(), v.float(), dim=-1), batch["labels"])
-        self.log(name, metric, prog_bar=True, batch_size=len(batch["labels"]))
 
-    def validation_step(self, batch, batch_idx):
-        self._evaluate(batch, self.val_spearman, "val/spearman")
-
-    def test_step(self, batch, batch_idx):
-        self._evaluate(batch, self.test_spearman, "test/spearman")
-
-
-def rng_state(device: torch.device) -> tuple:
+def random_state(device: torch.device) -> tuple:
     """The random state that dropout on `device` draws from (the CPU generator, and the device's for CUDA)."""
     return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
 
 
-def set_rng_state(state: tuple, device: torch.device) -> None:
+def set_random_state(state: tuple, device: torch.device) -> None:
     torch.set_rng_state(state[0])
     if state[1] is not None:
         torch.cuda.set_rng_state(state[1], device)

@@ -16,16 +16,19 @@ segment id until the end-of-turn [SEP] (lit_models/components/generation.py).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torchmetrics import Metric
+from torchmetrics.text import Perplexity
 
-from text.dialogue import IGNORE_INDEX, encode_prompt, join_characters, prompt_of, split_turns
-from lit_models.components.backbones import ScratchBackbone
-from lit_models.base import TaskModule
+from lit_models.base import Step, TaskModule
 from lit_models.components.generation import STRATEGIES, generate
-from lit_models.components.init import initialize
 from lit_models.components.heads import MLMHead
+from text.dialogue import (
+    IGNORE_INDEX,
+    encode_prompt,
+    join_characters,
+    prompt_of,
+    split_turns,
+)
 
 DECODING_DEFAULTS = {"strategy": "top_p", "max_new_tokens": 32, "temperature": 1.0, "top_k": 40, "top_p": 0.9}
 
@@ -42,33 +45,6 @@ def decoding_options(defaults: dict, overrides: dict, max_length: int) -> dict:
     return options
 
 
-class CorpusPerplexity(Metric):
-    """Perplexity of a whole split: exp of the token-weighted mean negative log-likelihood,
-
-        PPL = exp(Σ_batches Σ_t −log p(x_t) / Σ_batches N_batch)
-
-    not the mean of per-batch perplexities. The NLL comes from log-softmax (no underflow of tiny
-    probabilities) and is summed in float64; positions labelled `ignore_index` do not count.
-    """
-
-    full_state_update = False
-
-    def __init__(self, ignore_index: int = IGNORE_INDEX):
-        super().__init__()
-        self.ignore_index = ignore_index
-        self.add_state("nll", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("tokens", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-
-    def update(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        """logits [..., V], labels [...]."""
-        self.nll += F.cross_entropy(logits.float().flatten(0, -2), labels.flatten(), ignore_index=self.ignore_index,
-                                    reduction="sum").double()
-        self.tokens += (labels != self.ignore_index).sum()
-
-    def compute(self) -> torch.Tensor:
-        return torch.exp(self.nll / self.tokens)
-
-
 class DialogueLM(TaskModule):
     """A causal LM over whole dialogues; `loss` is TokenCrossEntropy (loss=lm) on (logits, next tokens).
 
@@ -79,18 +55,21 @@ class DialogueLM(TaskModule):
             temperature, top_k, top_p.
     """
 
-    def __init__(self, *, backbone: nn.Module, init, max_length: int = 256, decoding: dict | None = None,
-                 **common):
-        if not isinstance(backbone, ScratchBackbone):
-            raise ValueError(f"task=dialogue_lm needs our own Transformer (backbone=scratch_*), which runs causally "
-                             f"and exposes the token embedding its LM head is tied to; got {type(backbone).__name__}")
-        decoding = decoding_options(DECODING_DEFAULTS, dict(decoding or {}), max_length)
-        super().__init__(backbone=backbone, init=init, **common)
-        self.head = initialize(MLMHead(backbone.hidden_size, backbone.encoder.token_embedding.num_embeddings), init)
-        self.max_length, self.decoding = max_length, decoding
-        self.save_hyperparameters({"max_length": max_length, "decoding": decoding, "monitor": self.monitor,
-                                   "monitor_mode": self.monitor_mode})
-        self.val_perplexity, self.test_perplexity = CorpusPerplexity(), CorpusPerplexity()
+    LOSS_INPUTS = ("token_logits",)
+    DATA_KINDS = ("dialogues",)
+    SCRATCH_ONLY = True
+
+    def __init__(self, *, max_length: int | None = None, decoding: dict | None = None, **common):
+        super().__init__(**common)
+        self.max_length = max_length or self.data_info.require("max_length", "dialogue_lm")
+        self.decoding = decoding_options(DECODING_DEFAULTS, dict(decoding or {}), self.max_length)
+
+    def build_head(self) -> nn.Module:
+        return MLMHead(self.backbone.hidden_size, self.backbone.encoder.token_embedding.num_embeddings)
+
+    def make_metrics(self, stage: str) -> dict:
+        """Perplexity of the whole split: exp of the token-weighted mean NLL (not a mean of batch values)."""
+        return {"perplexity": Perplexity(ignore_index=IGNORE_INDEX)}
 
     def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
@@ -108,24 +87,10 @@ class DialogueLM(TaskModule):
         scored = labels != IGNORE_INDEX
         return self.logits(hidden[scored]), labels[scored]
 
-    def training_step(self, batch, batch_idx):
+    def step(self, batch, stage: str) -> Step:
         logits, labels = self.targets(batch)
-        loss = self.loss(logits, labels)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(labels))
-        return loss
-
-    def _evaluate(self, batch, metric: CorpusPerplexity, stage: str):
-        logits, labels = self.targets(batch)
-        # batch_size = tokens: the epoch value is the token-weighted mean, log(perplexity) without smoothing
-        self.log(f"{stage}/loss", self.loss(logits, labels), batch_size=len(labels))
-        metric.update(logits, labels)
-        self.log(f"{stage}/perplexity", metric, prog_bar=True)
-
-    def validation_step(self, batch, batch_idx):
-        self._evaluate(batch, self.val_perplexity, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._evaluate(batch, self.test_perplexity, "test")
+        # size = tokens: the epoch's loss is the token-weighted mean, the log of the perplexity
+        return Step(self.loss(logits, labels), (logits[None].float(), labels[None]), len(labels))
 
     def text(self, token_ids: list[int]) -> str:
         """WordPiece decode without special tokens, characters joined as the training text (join_characters).

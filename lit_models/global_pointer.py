@@ -20,11 +20,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lit_models.base import TaskModule
-from lit_models.components.init import initialize
+from lit_models.base import Step, TaskModule
 from lit_models.components.heads import HEADS
-from lit_models.components.losses import CrossEntropyLoss, MultilabelCategoricalCrossEntropy
+from lit_models.components.losses import CrossEntropyLoss
 from lit_models.components.span_metrics import CMRCScore, EntityF1, unique_rows
+
 
 def entity_spans(scores: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """Decoded entities [N, 4] = (example, type, first char, last char): every span with s_α(i, j) > 0."""
@@ -74,31 +74,36 @@ class GlobalPointerTask(TaskModule):
             30, a common SQuAD choice, would keep 94%.
     """
 
-    def __init__(self, *, backbone: nn.Module, loss: nn.Module, init, head: str = "global_pointer",
-                 head_size: int = 64, entity_types: list[str] | None = None, span_extraction: bool = False,
-                 max_answer_tokens: int | None = 64, **common):
+    LOSS_INPUTS = ("span_scores", "logits")
+    DATA_KINDS = ("spans",)
+    PAIR_ENCODING = "joint"
+    EVAL_LOSS = False
+
+    def __init__(self, *, head: str = "global_pointer", head_size: int = 64, max_answer_tokens: int | None = 64,
+                 **common):
         if head not in HEADS:
             raise ValueError(f"task.head must be one of {sorted(HEADS)}, got {head!r}")
-        if not entity_types:
-            raise ValueError("task=global_pointer takes its entity types from the data: use data=cluener|cmrc2018")
-        if span_extraction and len(entity_types) != 1:
-            raise ValueError(f"span extraction scores one span type, got {list(entity_types)}")
-        if not isinstance(loss, (MultilabelCategoricalCrossEntropy, CrossEntropyLoss)):
-            raise ValueError(f"task=global_pointer trains with loss=multilabel_ce (or loss=cross_entropy for "
-                             f"span extraction), got {type(loss).__name__}")
-        if isinstance(loss, CrossEntropyLoss) and not span_extraction:
+        self.head_name, self.head_size, self.max_answer_tokens = head, head_size, max_answer_tokens
+        super().__init__(**common)
+        if isinstance(self.loss, CrossEntropyLoss) and not self.span_extraction:
             raise ValueError("loss=cross_entropy picks one span per window: it fits span extraction (data=cmrc2018); "
                              "NER has any number of entities per text, use loss=multilabel_ce")
-        super().__init__(backbone=backbone, loss=loss, init=init, **common)
-        self.head = HEADS[head](backbone.hidden_size, len(entity_types), head_size)
-        initialize(self.head, init)  # built after TaskModule.__init__ drew the other new modules
-        self.entity_types, self.span_extraction = list(entity_types), span_extraction
-        self.max_answer_tokens = max_answer_tokens
-        self.save_hyperparameters({"head": head, "head_size": head_size, "entity_types": self.entity_types,
-                                   "span_extraction": span_extraction, "max_answer_tokens": max_answer_tokens,
-                                   "monitor": self.monitor, "monitor_mode": self.monitor_mode})
-        metric = CMRCScore if span_extraction else EntityF1
-        self.val_metric, self.test_metric = metric(), metric()
+
+    @property
+    def entity_types(self) -> list[str]:
+        return list(self.data_info.require("entity_types", "global_pointer"))
+
+    @property
+    def span_extraction(self) -> bool:
+        return self.data_info.span_extraction
+
+    def build_head(self) -> nn.Module:
+        if self.span_extraction and len(self.entity_types) != 1:
+            raise ValueError(f"span extraction scores one span type, got {self.entity_types}")
+        return HEADS[self.head_name](self.backbone.hidden_size, len(self.entity_types), self.head_size)
+
+    def make_metrics(self, stage: str) -> dict:
+        return {"cmrc": CMRCScore()} if self.span_extraction else {"entities": EntityF1()}
 
     def forward(self, batch) -> torch.Tensor:
         """Masked span scores [B, T, L, L] (float32)."""
@@ -116,10 +121,15 @@ class GlobalPointerTask(TaskModule):
         targets[torch.arange(len(labels), device=labels.device), 0, labels[:, 0], labels[:, 1]] = True
         return self.loss(scores, targets)
 
-    def training_step(self, batch, batch_idx):
-        loss = self.loss_of(self(batch), batch["labels"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
-        return loss
+    def step(self, batch, stage: str) -> Step:
+        scores = self(batch)
+        if stage == "train":
+            return Step(self.loss_of(scores, batch["labels"]), size=len(batch["labels"]))
+        if self.span_extraction:
+            texts = [context[first:end] for context, (first, end, _) in
+                     zip(batch["contexts"], self.question_answers(batch, scores))]
+            return Step(None, (texts, batch["answers"]), len(texts))
+        return Step(None, (entity_spans(scores, batch["offsets"]), batch["gold_spans"]), len(batch["index"]))
 
     def question_answers(self, batch, scores: torch.Tensor) -> list[tuple[int, int, float]]:
         """Per question of the batch: (first char, end char) of its best span over its windows, and its score."""
@@ -131,31 +141,6 @@ class GlobalPointerTask(TaskModule):
             offsets = batch["offsets"][row]
             answers.append((int(offsets[start[row], 0]), int(offsets[end[row], 1]), float(best[row])))
         return answers
-
-    def _evaluate(self, batch, metric) -> None:
-        scores = self(batch)
-        if self.span_extraction:
-            texts = [context[first:end] for context, (first, end, _) in
-                     zip(batch["contexts"], self.question_answers(batch, scores))]
-            metric.update(texts, batch["answers"])
-        else:
-            metric.update(entity_spans(scores, batch["offsets"]), batch["gold_spans"])
-
-    def _log_metric(self, metric, stage: str) -> None:
-        self.log_dict({f"{stage}/{name}": value for name, value in metric.compute().items()}, prog_bar=True)
-        metric.reset()
-
-    def validation_step(self, batch, batch_idx):
-        self._evaluate(batch, self.val_metric)
-
-    def on_validation_epoch_end(self):
-        self._log_metric(self.val_metric, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._evaluate(batch, self.test_metric)
-
-    def on_test_epoch_end(self):
-        self._log_metric(self.test_metric, "test")
 
     def predict_step(self, batch, batch_idx) -> list[dict]:
         """One dict per example: "index" and, for NER, "entities" [[type, first char, last char], …];

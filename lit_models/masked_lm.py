@@ -18,8 +18,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lit_models.base import TaskModule
-from lit_models.components.init import initialize
+from lit_models.base import Step, TaskModule
 from lit_models.components.heads import MLMHead
 
 log = logging.getLogger(__name__)
@@ -36,22 +35,22 @@ class MaskedLM(TaskModule):
     kept) are saved as `backbone.pt` = {"encoder": state_dict, "config": TransformerConfig as a dict}.
     """
 
-    def __init__(self, *, backbone: nn.Module, loss: nn.Module, init, activation: str = "gelu", **common):
-        if not hasattr(backbone, "encoder"):
-            raise ValueError(f"task=masked_lm pretrains our own encoder and saves it as {BACKBONE_FILE}; "
-                             f"{type(backbone).__name__} has no `.encoder` (a pretrained Hugging Face model). "
-                             f"Use backbone=scratch_tiny (or another scratch_* choice).")
-        if not hasattr(loss, "ignore_index"):
-            raise ValueError(f"task=masked_lm trains with a token loss (loss=lm), got {type(loss).__name__}")
-        super().__init__(backbone=backbone, loss=loss, init=init, **common)
-        embedding = self.backbone.encoder.token_embedding
-        self.head = MLMHead(self.backbone.hidden_size, embedding.num_embeddings, activation,
-                            self.backbone.encoder.cfg.layer_norm_eps)
-        initialize(self.head, init)  # built after TaskModule.__init__ drew the other new modules
-        self.save_hyperparameters({"activation": activation, "monitor": self.monitor,
-                                   "monitor_mode": self.monitor_mode})
-        self.val_accuracy = MulticlassAccuracy(num_classes=embedding.num_embeddings, average="micro")
-        self.test_accuracy = MulticlassAccuracy(num_classes=embedding.num_embeddings, average="micro")
+    LOSS_INPUTS = ("token_logits",)
+    DATA_KINDS = ("corpus",)
+    SCRATCH_ONLY = True
+
+    def __init__(self, *, activation: str = "gelu", **common):
+        self.activation = activation
+        super().__init__(**common)
+
+    def build_head(self) -> nn.Module:
+        encoder = self.backbone.encoder
+        return MLMHead(self.backbone.hidden_size, encoder.token_embedding.num_embeddings, self.activation,
+                       encoder.cfg.layer_norm_eps)
+
+    def make_metrics(self, stage: str) -> dict:
+        vocab = self.backbone.encoder.token_embedding.num_embeddings
+        return {"accuracy": MulticlassAccuracy(num_classes=vocab, average="micro")}
 
     def masked_logits(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits [M, V], labels [M]) at the M positions with a label."""
@@ -59,29 +58,15 @@ class MaskedLM(TaskModule):
         predicted = batch["labels"] != self.loss.ignore_index
         return self.head(hidden[predicted], self.backbone.encoder.token_embedding.weight), batch["labels"][predicted]
 
-    def training_step(self, batch, batch_idx):
+    def step(self, batch, stage: str) -> Step:
         logits, labels = self.masked_logits(batch)
-        loss = self.loss(logits, labels)
-        self.log("train/loss", loss, prog_bar=True, batch_size=labels.numel())
-        return loss
-
-    def _evaluate(self, batch, accuracy: MulticlassAccuracy, stage: str):
-        logits, labels = self.masked_logits(batch)
-        self.log(f"{stage}/loss", self.loss(logits, labels), prog_bar=True, batch_size=labels.numel())
-        accuracy.update(logits, labels)
-        self.log(f"{stage}/accuracy", accuracy, prog_bar=True, batch_size=labels.numel())
-
-    def validation_step(self, batch, batch_idx):
-        self._evaluate(batch, self.val_accuracy, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._evaluate(batch, self.test_accuracy, "test")
+        return Step(self.loss(logits, labels), (logits, labels), labels.numel())
 
     def best_encoder_state(self) -> dict[str, torch.Tensor]:
         """The encoder's state_dict from the best checkpoint, or the current one when there is none."""
-        callback = self.trainer.checkpoint_callback
-        if callback is not None and callback.best_model_path:
-            state = torch.load(callback.best_model_path, map_location="cpu", weights_only=False)["state_dict"]
+        best = next((c for c in self.trainer.checkpoint_callbacks if c.monitor), None)   # not last.ckpt
+        if best is not None and best.best_model_path:
+            state = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
             prefix = "backbone.encoder."
             return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         return {k: v.detach().cpu().clone() for k, v in self.backbone.encoder.state_dict().items()}

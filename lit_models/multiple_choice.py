@@ -13,46 +13,14 @@ problem solved by scipy.optimize.linear_sum_assignment (the post: ≈ +6% accura
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 from torch import nn
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.utilities import dim_zero_cat
 
-from lit_models.base import TaskModule
-from lit_models.components.init import initialize
-
-ABSENT_SCORE = -1e9  # an absent option (−∞) in the assignment: finite, so scipy sees a feasible problem
-
-
-def assign_distinct(log_probs: np.ndarray) -> np.ndarray:
-    """Distinct options for m questions over the same n options, maximizing the summed log-probability:
-
-        argmax_{σ injective} Σ_i log p_i(σ(i))      (linear_sum_assignment on the m × n matrix)
-
-    With more questions than options (m > n) only n can be distinct; the others keep their argmax.
-    """
-    scores = np.nan_to_num(np.asarray(log_probs, dtype=np.float64), neginf=ABSENT_SCORE)
-    choices = scores.argmax(1)
-    rows, columns = linear_sum_assignment(scores, maximize=True)
-    choices[rows] = columns
-    return choices
-
-
-def choose_options(log_probs: torch.Tensor, groups: torch.Tensor, distinct: bool) -> torch.Tensor:
-    """Each question's option: the argmax of log_probs [N, C], or with `distinct` the assignment of
-    `assign_distinct` within each group of questions (groups [N])."""
-    choices = log_probs.argmax(-1).cpu().numpy()
-    if distinct:
-        groups = groups.cpu().numpy()
-        order = np.argsort(groups, kind="stable")
-        starts = np.unique(groups[order], return_index=True)[1]
-        for rows in np.split(order, starts[1:]):
-            if len(rows) > 1:
-                choices[rows] = assign_distinct(log_probs[rows].float().cpu().numpy())
-    return torch.as_tensor(choices, dtype=torch.long)
+from lit_models.base import Step, TaskModule
+from text.choices import choose_options
 
 
 class AssignedAccuracy(Metric):
@@ -93,22 +61,31 @@ class MultipleChoice(TaskModule):
             `{val,test}/accuracy` is that decision's and `{val,test}/accuracy_independent` the argmax's.
     """
 
-    def __init__(self, *, num_choices: int, hungarian: bool = False, backbone: nn.Module, init, **common):
-        super().__init__(backbone=backbone, init=init, **common)
-        self.num_choices, self.hungarian = num_choices, hungarian
-        self.head = nn.Linear(self.backbone.hidden_size, 1)
-        initialize(self.head, init)  # built after TaskModule.__init__ drew the other new modules
-        self.save_hyperparameters({"num_choices": num_choices, "hungarian": hungarian, "monitor": self.monitor,
-                                   "monitor_mode": self.monitor_mode})
-        self.accuracy = nn.ModuleDict({stage: self.new_accuracy() for stage in ("val", "test")})
-        if hungarian:
-            self.independent = nn.ModuleDict({stage: self.argmax_accuracy() for stage in ("val", "test")})
+    LOSS_INPUTS = ("logits",)
+    DATA_KINDS = ("choices",)
+    PAIR_ENCODING = "joint"
 
-    def argmax_accuracy(self) -> MulticlassAccuracy:
-        return MulticlassAccuracy(num_classes=self.num_choices, average="micro")
+    def __init__(self, *, hungarian: bool | None = None, **common):
+        self.hungarian_option = hungarian
+        super().__init__(**common)
 
-    def new_accuracy(self):
-        return AssignedAccuracy() if self.hungarian else self.argmax_accuracy()
+    @property
+    def num_choices(self) -> int:
+        return self.data_info.require("num_choices", "multiple_choice")
+
+    @property
+    def hungarian(self) -> bool:
+        """task.hungarian, or as the data says (CHID's blanks of a passage take distinct idioms)."""
+        return self.data_info.distinct_answers if self.hungarian_option is None else self.hungarian_option
+
+    def build_head(self) -> nn.Module:
+        return nn.Linear(self.backbone.hidden_size, 1)
+
+    def make_metrics(self, stage: str) -> dict:
+        argmax = MulticlassAccuracy(num_classes=self.num_choices, average="micro")
+        if self.hungarian:
+            return {"accuracy": AssignedAccuracy(), "accuracy_independent": argmax}
+        return {"accuracy": argmax}
 
     def choice_logits(self, batch) -> torch.Tensor:
         """[B, num_choices]: each existing option's score, −∞ where the question has no such option."""
@@ -119,29 +96,12 @@ class MultipleChoice(TaskModule):
             raise ValueError(f"choice_mask marks {int(mask.sum())} options, the batch has {len(scores)} sequences")
         return scores.new_full(mask.shape, float("-inf")).masked_scatter(mask, scores)
 
-    def training_step(self, batch, batch_idx):
-        loss = self.loss(self.choice_logits(batch), batch["labels"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
-        return loss
-
-    def _evaluate(self, batch, stage: str):
+    def step(self, batch, stage: str) -> Step:
         logits, labels = self.choice_logits(batch), batch["labels"]
-        size = len(labels)
-        self.log(f"{stage}/loss", self.loss(logits, labels), batch_size=size)
-        accuracy = self.accuracy[stage]
-        if self.hungarian:
-            accuracy.update(logits.log_softmax(-1), labels, batch["index"], batch["group"])
-            self.independent[stage].update(logits.argmax(-1), labels)
-            self.log(f"{stage}/accuracy_independent", self.independent[stage], batch_size=size)
-        else:
-            accuracy.update(logits.argmax(-1), labels)
-        self.log(f"{stage}/accuracy", accuracy, prog_bar=True, batch_size=size)
-
-    def validation_step(self, batch, batch_idx):
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._evaluate(batch, "test")
+        chosen = (logits.argmax(-1), labels)
+        inputs = {"accuracy": (logits.log_softmax(-1), labels, batch["index"], batch["group"]) if self.hungarian
+                  else chosen, "accuracy_independent": chosen}
+        return Step(self.loss(logits, labels), inputs, len(labels))
 
     def predict_step(self, batch, batch_idx):
         """Per question: its index and group, the options' log-probabilities, and whether the DataModule decides

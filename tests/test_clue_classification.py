@@ -9,11 +9,12 @@ from hydra.utils import instantiate
 from transformers import AutoTokenizer, BertTokenizer
 
 from datamodules.clue import join_pair, mark_spans
-from text.files import DataFormatError, MissingSplitError
-from lit_models.components.backbones import VOCAB_DIR, ScratchBackbone
 from lit_models.classifier import Classifier
+from lit_models.components.backbones import VOCAB_DIR, ScratchBackbone
 from lit_models.components.losses import CrossEntropyLoss
 from tests.conftest import compose_config, results_of, run_cli
+from text.files import DataFormatError, MissingSplitError
+from text.info import DataInfo
 
 # A tiny model gains nothing from intra-op threads; one thread keeps the runs' time steady on shared cores.
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
@@ -52,7 +53,8 @@ def test_split_sizes_equal_sources_md(name, data_dir):
 
 def test_label_maps_come_from_the_official_labels_files(data_dir):
     tnews, iflytek = clue("tnews", data_dir), clue("iflytek", data_dir)
-    assert tnews.task_inputs()["num_labels"] == 15 and iflytek.task_inputs()["num_labels"] == 119
+    assert tnews.info.num_labels == 15 and iflytek.info.num_labels == 119
+    assert tnews.info.label_names == tuple(tnews.label_names)
     assert tnews.label_names[:3] == ["100", "101", "102"] and tnews.label_descriptions["108"] == "news_edu"
     assert "105" not in tnews.label_names and iflytek.label_names == [str(i) for i in range(119)]
     train = tnews.read_split("train")   # every label of the data is in the map (else read_split raises)
@@ -194,7 +196,8 @@ def test_classifier_head_is_drawn_by_init_and_predicts_probabilities():
     def init(weight, role="other"):
         torch.nn.init.constant_(weight, 0.5)
 
-    model = Classifier(num_labels=3, label_names=["a", "b", "c"], backbone=backbone, loss=CrossEntropyLoss(),
+    model = Classifier(data=DataInfo("test", num_labels=3, label_names=("a", "b", "c")), backbone=backbone,
+                       loss=CrossEntropyLoss(),
                        optimizer=None, scheduler=None, init=init, monitor="val/accuracy").eval()
     linear = model.head[-1]
     assert torch.all(linear.weight == 0.5) and torch.all(linear.bias == 0)

@@ -79,11 +79,15 @@ def test_cfg_job_prints_the_composed_config():
 
 def test_a_clashing_combination_names_both_keys_and_the_valid_choices():
     with pytest.raises(ConfigError, match=r"loss=lm does not work with task=bi_encoder: "
-                                          r"task=bi_encoder takes loss=cosent\|sbert\|cosine_mse"):
-        check_config({"task": "bi_encoder", "loss": "lm", "data": "stsb"})
-    with pytest.raises(ConfigError, match=r"data=afqmc does not work with task=bi_encoder"):
-        check_config({"task": "bi_encoder", "loss": "cosent", "data": "afqmc"})
-    check_config({"task": "bi_encoder", "loss": "sbert", "data": "bq"})
+                                          r"task=bi_encoder takes loss=cosent\|cosine_mse\|flatnce\|infonce\|sbert$"):
+        check_config(compose_config("loss=lm", "data=stsb"))
+    with pytest.raises(ConfigError, match=r"data=afqmc does not work with task=bi_encoder: task=bi_encoder takes "
+                                          r"data=atec\|bq\|lcqmc\|pawsx\|stsb\|stsb_sample$"):
+        check_config(compose_config("data=afqmc"))
+    with pytest.raises(ConfigError, match=r"data=tnews does not work with task=cross_encoder: .* data=afqmc\|atec"):
+        check_config(compose_config("task=cross_encoder", "data=tnews", "loss=cosent"))
+    check_config(compose_config("loss=sbert", "data=bq"))
+    check_config(compose_config("task=cross_encoder", "data=afqmc", "loss=cross_entropy"))
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -103,5 +107,43 @@ def test_clashes_between_axes_fail_before_anything_loads(tmp_path, overrides, me
 
 
 def test_deepnorm_with_its_norm_passes_the_check():
-    check_config({"task": "bi_encoder", "loss": "cosent", "data": "stsb", "init": "deepnorm"},
-                 compose_config("init=deepnorm", "backbone.norm=deepnorm"))
+    check_config(compose_config("init=deepnorm", "backbone.norm=deepnorm"))
+
+
+HINGE = '''
+import torch.nn.functional as F
+from torch import nn
+
+
+class CosineHingeLoss(nn.Module):
+    """mean(max(0, m - cos) for similar pairs, max(0, cos) for the others): a loss the hub does not ship."""
+
+    inputs = ("pair_embeddings",)
+    global_batch = False
+
+    def __init__(self, margin: float = 0.8):
+        super().__init__()
+        self.margin = margin
+
+    def forward(self, u, v, labels):
+        cos = F.cosine_similarity(u.float(), v.float(), dim=-1)
+        return (labels > 0.5).float().mul(F.relu(self.margin - cos)).add((labels <= 0.5).float() * F.relu(cos)).mean()
+'''
+
+
+def test_a_new_loss_is_one_class_and_one_yaml(tmp_path):
+    """Outside the project: a module with the class, a conf/loss/<name>.yaml on Hydra's search path."""
+    (tmp_path / "my_losses.py").write_text(HINGE)
+    (tmp_path / "conf" / "loss").mkdir(parents=True)
+    (tmp_path / "conf" / "loss" / "hinge.yaml").write_text("_target_: my_losses.CosineHingeLoss\nmargin: 0.7\n")
+    env = {"PYTHONPATH": str(tmp_path)}
+    search = f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
+    from tests.conftest import results_of, run_cli
+
+    run_cli(tmp_path / "ok", "loss=hinge", search, "logger=csv", "trainer.max_steps=3", env=env)
+    [results] = results_of(tmp_path / "ok")
+    assert results["status"] == "completed" and results["choices"]["loss"] == "hinge" and results["steps"] == 3
+    proc = run_cli(tmp_path / "clash", "loss=hinge", search, "task=classifier", "data=tnews", "logger=none",
+                   env=env, check=False)
+    assert proc.returncode != 0
+    assert "loss=hinge does not work with task=classifier: task=classifier takes loss=cross_entropy" in proc.stderr

@@ -7,17 +7,18 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 
-from datamodules.sts import JointPairs, STSDataModule, TokenizedPairs
-from hub.config import accepted_by, instantiate_with
+from datamodules.sts import JointPairs, TokenizedPairs
 from lit_models.components.backbones import ScratchBackbone
-from lit_models.cross_encoder import CrossEncoder
 from lit_models.components.init import bert
-from lit_models.components.losses import CoSENTLoss, CrossEntropyLoss, SBERTLoss
+from lit_models.components.losses import CoSENTLoss, CrossEntropyLoss
 from lit_models.components.schedules import constant
 from lit_models.components.threshold import best_threshold
+from lit_models.cross_encoder import CrossEncoder
+from run import build_backbone
 from tests.conftest import compose_config, results_of, run_cli
+from text.info import DataInfo
 
 # Measured: test Spearman 0.186 after 3 epochs on stsb_sample (seed 1, scratch_tiny, loss=cosent); floor = that − 0.10.
 TEST_SPEARMAN_FLOOR = 0.086
@@ -32,13 +33,14 @@ def backbone():
 
 def cross_encoder(backbone, loss, **options) -> CrossEncoder:
     return CrossEncoder(backbone=backbone, loss=loss, optimizer=torch.optim.AdamW, scheduler=constant, init=bert,
-                        monitor="val/spearman", **options)
+                        monitor="val/spearman", data=DataInfo("test"), **options)
 
 
 def sts_datamodule(*overrides, tokenizer=None, prefix=""):
+    """An STS DataModule as run.py sets it up for task=cross_encoder: pairs encoded jointly (PAIR_ENCODING)."""
     dm = instantiate(compose_config("task=cross_encoder", *overrides).data)
     if tokenizer is not None:
-        dm.set_tokenizer(tokenizer, prefix)
+        dm.set_tokenizer(tokenizer, prefix, pair_encoding=CrossEncoder.PAIR_ENCODING)
     return dm
 
 
@@ -72,13 +74,13 @@ def test_cosent_of_raw_scores_equals_the_double_loop(labels):
                                                                 rel=1e-6)
 
 
-@pytest.mark.parametrize("labels, label_max", [(torch.tensor([0., 5, 3, 2.5, 2.6, 1, 4.2]), 5),
-                                               (torch.tensor([0, 1, 1, 0, 1, 0, 1]), 1)])
-def test_cross_entropy_on_one_score_equals_binary_cross_entropy_with_logits(labels, label_max):
+@pytest.mark.parametrize("labels", [torch.tensor([0., 5, 3, 2.5, 2.6, 1, 4.2]) / 5,   # STS-B as the data gives it
+                                    torch.tensor([0, 1, 1, 0, 1, 0, 1])])
+def test_cross_entropy_on_one_score_equals_binary_cross_entropy_with_logits(labels):
     scores = torch.tensor([-2.0, 0.5, 3.0, 1.0, -0.3, 0.0, 7.0])
-    binary = (labels > label_max / 2).float()                     # STS-B: 2.5 is not similar, 2.6 is
+    binary = (labels > 0.5).float()                               # STS-B: 2.5 of 5 is not similar, 2.6 is
     expected = F.binary_cross_entropy_with_logits(scores, binary)
-    assert CrossEntropyLoss(label_max=label_max)(scores, labels).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert CrossEntropyLoss()(scores, labels).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def brute_force_threshold(scores: list[float], labels: list[bool]) -> tuple[float, float]:
@@ -121,7 +123,7 @@ def test_joint_encoding_of_a_real_stsb_pair(data_dir, backbone):
     tokenizer = backbone.tokenizer
     dm = sts_datamodule("data=stsb", f"paths.data_dir={data_dir}", "data.cache_dir=null", "data.batch_size=3",
                         tokenizer=tokenizer)
-    assert dm.encoding == "joint"
+    assert dm.pair_encoding == "joint"
     dm.setup("validate")
     batch = next(iter(dm.val_dataloader()))
     assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "labels", "index"}
@@ -131,7 +133,7 @@ def test_joint_encoding_of_a_real_stsb_pair(data_dir, backbone):
     assert batch["token_type_ids"][1, :17].tolist() == [0] * 10 + [1] * 7
     assert batch["input_ids"].shape[1] == 2 * 14 + 3     # line 1: the same 14-character sentence twice
     assert batch["input_ids"][1, 17:].eq(tokenizer.pad_token_id).all() and batch["attention_mask"][1, 17:].eq(0).all()
-    assert batch["labels"].tolist() == [5.0, 4.0, 2.0] and batch["labels"].dtype == torch.float32
+    assert batch["labels"].tolist() == pytest.approx([1.0, 0.8, 0.4]) and batch["labels"].dtype == torch.float32
     assert batch["index"].tolist() == [0, 1, 2]
 
 
@@ -169,7 +171,7 @@ def test_cache_key_includes_the_encoding(tmp_path, backbone):
     joint = sts_datamodule("data=stsb_sample", f"data.cache_dir={tmp_path}", tokenizer=backbone.tokenizer)
     separate = instantiate(compose_config("task=bi_encoder", "data=stsb_sample", f"data.cache_dir={tmp_path}").data)
     separate.set_tokenizer(backbone.tokenizer)
-    assert (joint.encoding, separate.encoding) == ("joint", "separate")
+    assert (joint.pair_encoding, separate.pair_encoding) == ("joint", "separate")
     assert isinstance(joint.dataset("test"), JointPairs) and isinstance(separate.dataset("test"), TokenizedPairs)
     assert len(list(tmp_path.glob("*.pt"))) == 2
     again = sts_datamodule("data=stsb_sample", f"data.cache_dir={tmp_path}", tokenizer=backbone.tokenizer)
@@ -184,26 +186,25 @@ def test_bi_encoder_batches_and_inputs_are_unchanged(backbone):
     dm.setup("validate")
     batch = next(iter(dm.val_dataloader()))
     assert set(batch) == {"input_ids", "attention_mask", "labels"} and batch["input_ids"].shape[0] == 8
-    assert accepted_by(cfg.task, dm.task_inputs()) == {}
-    cross = compose_config("task=cross_encoder", "data=stsb_sample")
-    assert accepted_by(cross.task, dm.task_inputs()) == {"label_max": 5}
+    assert dm.info == DataInfo("stsb_sample")
 
 
 def test_experiment_pins_the_posts_setup():
     cfg = compose_config("experiment=cosent_interactive", "data=stsb", "loss=cross_entropy")
-    assert cfg.task._target_ == "lit_models.cross_encoder.CrossEncoder" and cfg.data.encoding == "joint"
+    assert cfg.task._target_ == "lit_models.cross_encoder.CrossEncoder"
     assert (cfg.data.batch_size, cfg.data.max_length, cfg.optimizer.lr, cfg.trainer.max_epochs) == (64, 128, 2e-5, 5)
     assert cfg.scheduler._target_ == "lit_models.components.schedules.constant" and cfg.optimizer.weight_decay == 0
-    assert (cfg.task.dropout, cfg.task.monitor, cfg.loss.label_max) == (0.0, "val/accuracy", 5)
+    assert (cfg.task.dropout, cfg.task.monitor) == (0.0, "val/accuracy")
 
 
 def test_bad_options_are_refused(backbone):
-    with pytest.raises(ValueError, match="input_format must be 'joint'"):
-        cross_encoder(backbone, CoSENTLoss(), input_format="separate")
-    with pytest.raises(ValueError, match="loss=cosent|cross_entropy, got SBERTLoss"):
-        cross_encoder(backbone, SBERTLoss(hidden_size=32))
-    with pytest.raises(ValueError, match="data.encoding must be one of"):
-        STSDataModule("x", "/nonexistent", {}, label_max=1, source="-", encoding="pairs")
+    from hub.config import ConfigError, check_config
+
+    with pytest.raises(ConfigError, match=r"loss=sbert does not work with task=cross_encoder: task=cross_encoder "
+                                          r"takes loss=cosent\|cross_entropy$"):
+        check_config(compose_config("task=cross_encoder", "data=stsb_sample", "loss=sbert"))
+    with pytest.raises(ValueError, match="pair_encoding must be one of"):
+        sts_datamodule().set_tokenizer(backbone.tokenizer, pair_encoding="pairs")
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +227,7 @@ def test_short_training_run_beats_the_floor_and_reports_accuracy(trained):
 def test_the_threshold_of_the_best_checkpoint_is_the_one_test_uses(trained, tmp_path):
     folder, overrides, results = trained
     cfg = compose_config(*overrides, "data.cache_dir=null")
-    backbone = instantiate_with(cfg.backbone, attention=cfg.attention)
+    backbone = build_backbone(cfg, get_object(cfg.backbone._target_))
     model = CrossEncoder.load_from_checkpoint(
         results["best"]["path"], map_location="cpu", backbone=backbone, loss=instantiate(cfg.loss),
         optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.scheduler), init=instantiate(cfg.init)).eval()
@@ -236,7 +237,7 @@ def test_the_threshold_of_the_best_checkpoint_is_the_one_test_uses(trained, tmp_
     assert logged[results["best"]["epoch"]] == pytest.approx(threshold, rel=1e-6)
 
     dm = instantiate(cfg.data)
-    dm.set_tokenizer(backbone.tokenizer)
+    dm.set_tokenizer(backbone.tokenizer, pair_encoding=CrossEncoder.PAIR_ENCODING)
 
     def scores_and_labels(split):
         with torch.no_grad():
@@ -244,9 +245,9 @@ def test_the_threshold_of_the_best_checkpoint_is_the_one_test_uses(trained, tmp_
         return torch.cat([s for s, _ in batches]).double(), torch.cat([y for _, y in batches])
 
     valid_scores, valid_labels = scores_and_labels("valid")     # chosen on valid with the checkpoint's weights
-    assert best_threshold(valid_scores, valid_labels > 2.5)[0] == pytest.approx(threshold, rel=1e-9, abs=1e-12)
+    assert best_threshold(valid_scores, valid_labels > 0.5)[0] == pytest.approx(threshold, rel=1e-9, abs=1e-12)
     test_scores, test_labels = scores_and_labels("test")
-    accuracy = ((test_scores > threshold) == (test_labels > 2.5)).double().mean().item()
+    accuracy = ((test_scores > threshold) == (test_labels > 0.5)).double().mean().item()
     assert results["test"]["test/accuracy"] == pytest.approx(accuracy, abs=1e-6)
 
 

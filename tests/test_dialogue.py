@@ -6,19 +6,27 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
+from torchmetrics.text import Perplexity
 
-from text.files import DataFormatError, MissingSplitError
 from datamodules.lccc import LCCCDataModule, read_dialogues
-from text.dialogue import build_sample, encode_prompt, join_characters
-from hub.config import instantiate_with
 from lit_models.components.backbones import ScratchBackbone
-from lit_models.dialogue_lm import CorpusPerplexity, DialogueLM
-from lit_models.components.generation import greedy, top_k_filter, top_k_sampling, top_p_filter, top_p_sampling
+from lit_models.components.generation import (
+    greedy,
+    top_k_filter,
+    top_k_sampling,
+    top_p_filter,
+    top_p_sampling,
+)
 from lit_models.components.init import bert
 from lit_models.components.losses import TokenCrossEntropy
 from lit_models.components.schedules import constant
+from lit_models.dialogue_lm import DialogueLM
+from run import build_backbone
 from tests.conftest import compose_config, results_of, run_cli
+from text.dialogue import build_sample, encode_prompt, join_characters
+from text.files import DataFormatError, MissingSplitError
+from text.info import DataInfo
 
 CLS, SEP, PAD = 101, 102, 0
 
@@ -32,7 +40,8 @@ def backbone():
 @pytest.fixture(scope="module")
 def model(backbone):
     return DialogueLM(backbone=backbone, loss=TokenCrossEntropy(), optimizer=torch.optim.AdamW, scheduler=constant,
-                      init=bert, monitor="val/perplexity", monitor_mode="min", max_length=64).eval()
+                      init=bert, monitor="val/perplexity", monitor_mode="min", data=DataInfo("test", max_length=64)
+                      ).eval()
 
 
 def test_characters_are_joined_and_latin_words_keep_their_space():
@@ -133,9 +142,13 @@ def test_the_causal_lm_sees_no_future_token(model):
 
 
 def test_dialogue_lm_needs_our_transformer():
-    with pytest.raises(ValueError, match=r"task=dialogue_lm needs our own Transformer \(backbone=scratch_\*\)"):
-        DialogueLM(backbone=torch.nn.Linear(2, 2), loss=TokenCrossEntropy(), optimizer=torch.optim.AdamW,
-                   scheduler=constant, init=bert, monitor="val/perplexity")
+    from hub.config import ConfigError, check_config
+    from tests.conftest import compose_config
+
+    cfg = compose_config("task=dialogue_lm", "data=lccc_toy", "loss=lm", "backbone=pretrained")
+    with pytest.raises(ConfigError, match=r"task=dialogue_lm does not work with backbone=pretrained: it needs a "
+                                          r"from-scratch backbone=scratch_base\|scratch_small\|scratch_tiny"):
+        check_config(cfg)
 
 
 def test_perplexity_is_the_corpus_level_token_weighted_one():
@@ -144,7 +157,7 @@ def test_perplexity_is_the_corpus_level_token_weighted_one():
                (torch.randn(1, 3, 50), torch.randint(0, 50, (1, 3)))]
     batches[0][1][0, 5:] = -100
     batches[1][1][0, 0] = -100
-    metric, nll, count, per_batch = CorpusPerplexity(), 0.0, 0, []
+    metric, nll, count, per_batch = Perplexity(ignore_index=-100), 0.0, 0, []
     for logits, labels in batches:
         metric.update(logits, labels)
         terms = [-F.log_softmax(logits[b, t], -1)[labels[b, t]].item()
@@ -250,7 +263,7 @@ def test_training_on_lccc_toy_lowers_perplexity_and_the_checkpoint_responds(tmp_
     cfg = compose_config(*common)
     model = DialogueLM.load_from_checkpoint(        # the components built as run.py builds them
         trained["best"]["path"], map_location="cpu",
-        backbone=instantiate_with(cfg.backbone, attention=cfg.get("attention")),
+        backbone=build_backbone(cfg, get_object(cfg.backbone._target_)), weights_only=True,
         loss=instantiate(cfg.loss), optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.scheduler),
         init=instantiate(cfg.init))
     assert model.max_length == 64 and model.decoding["strategy"] == "top_p"

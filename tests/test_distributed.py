@@ -25,6 +25,7 @@ from lit_models.components.init import bert
 from lit_models.components.losses import CoSENTLoss, FlatNCELoss, InfoNCELoss, SBERTLoss
 from lit_models.components.nn.transformer import TransformerConfig, TransformerEncoder
 from lit_models.components.schedules import constant
+from text.info import DataInfo
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PAIRS, LENGTH, VOCAB = 8, 6, 40
@@ -54,7 +55,7 @@ def build_model(loss: str, accumulation: int = 1, dropout: float = 0.0, state: d
     torch.manual_seed(0)
     model = BiEncoder(backbone=TinyBackbone(dropout), loss=LOSSES[loss](), optimizer=functools.partial(
         torch.optim.SGD, lr=0.1), scheduler=constant, init=bert, monitor="val/spearman",
-        contrastive_accumulation=accumulation)
+        contrastive_accumulation=accumulation, data=DataInfo("test"))
     if state is not None:
         model.load_state_dict(state)
     return model
@@ -265,7 +266,8 @@ def test_loss_gradients_are_the_posts_h_tilde_in_its_own_setting():
 def test_contrastive_accumulation_refuses_per_pair_losses():
     with pytest.raises(ValueError, match="contrastive_accumulation=2 is for batch-level losses"):
         BiEncoder(backbone=TinyBackbone(), loss=SBERTLoss(hidden_size=16), optimizer=torch.optim.SGD,
-                  scheduler=constant, init=bert, monitor="val/spearman", contrastive_accumulation=2)
+                  scheduler=constant, init=bert, monitor="val/spearman", contrastive_accumulation=2,
+                  data=DataInfo("test"))
 
 
 if __name__ == "__main__":

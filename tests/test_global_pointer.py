@@ -10,14 +10,23 @@ import torch.nn.functional as F
 
 from datamodules.cluener import ENTITY_TYPES, CLUENERDataModule
 from datamodules.cmrc2018 import CMRC2018DataModule, read_cmrc2018, window_starts
-from text.files import DataFormatError
 from lit_models.components.backbones import VOCAB_DIR
-from lit_models.components.heads import NEG, EfficientGlobalPointer, GlobalPointer, mask_spans
-from lit_models.components.losses import CrossEntropyLoss, MultilabelCategoricalCrossEntropy
-from lit_models.global_pointer import GlobalPointerTask, entity_spans
+from lit_models.components.heads import (
+    NEG,
+    EfficientGlobalPointer,
+    GlobalPointer,
+    mask_spans,
+)
+from lit_models.components.losses import (
+    CrossEntropyLoss,
+    MultilabelCategoricalCrossEntropy,
+)
 from lit_models.components.span_metrics import CMRCScore, EntityF1
-from text.cmrc import cmrc_em, cmrc_f1, mixed_segmentation
+from lit_models.global_pointer import GlobalPointerTask, entity_spans
 from tests.conftest import results_of, run_cli
+from text.cmrc import cmrc_em, cmrc_f1, mixed_segmentation
+from text.files import DataFormatError
+from text.info import DataInfo
 
 CLUENER_FILES = {"train": "train.json", "valid": "dev.json", "test": "test.json"}
 CMRC_FILES = {"train": "train.json", "valid": "dev.json", "test": "test.json"}
@@ -150,7 +159,8 @@ def build_task(loss, span_extraction: bool, max_answer_tokens=64):
     backbone = ScratchBackbone(hidden_size=32, num_layers=1, num_heads=2, ffn_size=64, max_position=64)
     types = ["answer"] if span_extraction else list(ENTITY_TYPES)
     return GlobalPointerTask(backbone=backbone, loss=loss, init=bert, optimizer=None, scheduler=None,
-                             monitor="val/f1", entity_types=types, span_extraction=span_extraction,
+                             monitor="val/f1", data=DataInfo("test", entity_types=tuple(types),
+                                                             span_extraction=span_extraction),
                              max_answer_tokens=max_answer_tokens, head_size=8)
 
 

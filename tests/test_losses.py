@@ -4,7 +4,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lit_models.components.losses import CoSENTLoss, CosineMSELoss, FlatNCELoss, InfoNCELoss, SBERTLoss
+from lit_models.components.losses import (
+    CoSENTLoss,
+    CosineMSELoss,
+    FlatNCELoss,
+    InfoNCELoss,
+    SBERTLoss,
+)
 
 
 def cosent_brute_force(u, v, labels, scale):
@@ -46,26 +52,29 @@ def test_cosent_is_finite_when_the_order_is_badly_wrong():
 
 
 def test_sbert_head_shapes_and_label_mapping():
-    head = SBERTLoss(hidden_size=12, label_max=5.0)
+    head = SBERTLoss(hidden_size=12)
     assert head.classifier.weight.shape == (2, 36)
     u, v = torch.randn(6, 12), torch.randn(6, 12)
     assert head.logits(u, v).shape == (6, 2)
-    graded = torch.tensor([0.0, 1.0, 2.0, 2.5, 3.0, 5.0])
+    graded = torch.tensor([0.0, 1.0, 2.0, 2.5, 3.0, 5.0]) / 5        # the data scales STS-B's 0-5 to [0, 1]
     assert head.classes(graded).tolist() == [0, 0, 0, 0, 1, 1]
-    binary = SBERTLoss(hidden_size=12, label_max=1.0)
+    binary = SBERTLoss(hidden_size=12)
     assert binary.classes(torch.tensor([0.0, 1.0, 1.0, 0.0])).tolist() == [0, 1, 1, 0]
-    nli = SBERTLoss(hidden_size=12, label_max=2.0, num_classes=3)
+    late = SBERTLoss()                                                # the task gives the width later
+    late.configure(12)
+    assert late.classifier.weight.shape == (2, 36)
+    nli = SBERTLoss(hidden_size=12, num_classes=3)
     assert nli.classes(torch.tensor([0.0, 1.0, 2.0])).tolist() == [0, 1, 2]
 
 
 def test_sbert_loss_is_cross_entropy_over_u_v_absdiff():
     torch.manual_seed(0)
-    head = SBERTLoss(hidden_size=4, label_max=5.0)
+    head = SBERTLoss(hidden_size=4)
     u, v = torch.randn(3, 4), torch.randn(3, 4)
     features = torch.cat([u, v, (u - v).abs()], dim=1)
     logits = features @ head.classifier.weight.T + head.classifier.bias
     expected = -torch.log_softmax(logits, dim=1)[torch.arange(3), torch.tensor([1, 0, 1])].mean()
-    assert head(u, v, torch.tensor([4.0, 1.0, 3.0])).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert head(u, v, torch.tensor([4.0, 1.0, 3.0]) / 5).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_cosine_mse_matches_the_posts_formula_on_binary_labels():
@@ -74,9 +83,7 @@ def test_cosine_mse_matches_the_posts_formula_on_binary_labels():
     t = torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0])
     cos = F.cosine_similarity(u, v)
     expected = (t * (1 - cos) ** 2 + (1 - t) * cos ** 2).mean()
-    assert CosineMSELoss(label_max=1.0)(u, v, t).item() == pytest.approx(expected.item(), rel=1e-6)
-    graded = CosineMSELoss(label_max=5.0)(u, v, 5 * t)
-    assert graded.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert CosineMSELoss()(u, v, t).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_token_cross_entropy_skips_ignored_positions():
@@ -90,11 +97,11 @@ def test_token_cross_entropy_skips_ignored_positions():
     assert TokenCrossEntropy()(logits, labels).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
-def nce_brute_force(u, v, labels, tau, label_max, flat=False, symmetric=False):
+def nce_brute_force(u, v, labels, tau, flat=False, symmetric=False):
     """InfoNCE (or FlatNCE: the positive left out of the sum) over the similar pairs, one anchor at a time."""
     n = len(labels)
     cos = [[F.cosine_similarity(u[i], v[j], dim=0).item() / tau for j in range(n)] for i in range(n)]
-    anchors = [i for i in range(n) if labels[i] > label_max / 2]
+    anchors = [i for i in range(n) if labels[i] > 0.5]
 
     def direction(score):
         total = 0.0
@@ -106,20 +113,20 @@ def nce_brute_force(u, v, labels, tau, label_max, flat=False, symmetric=False):
     return (forward + direction(lambda i, j: cos[j][i])) / 2 if symmetric else forward
 
 
-@pytest.mark.parametrize("labels, label_max", [
-    ([1, 0, 1, 1, 0, 1, 0, 1], 1.0),                       # binary: the 0-pairs are only candidates
-    ([0.0, 5.0, 3.0, 2.5, 2.4, 1.0, 4.0, 3.0], 5.0),       # graded: anchors are the scores > 2.5
-    ([1, 1, 1, 1, 1, 1], 1.0),
+@pytest.mark.parametrize("labels", [
+    [1, 0, 1, 1, 0, 1, 0, 1],                              # binary: the 0-pairs are only candidates
+    [0.0, 1.0, 0.6, 0.5, 0.48, 0.2, 0.8, 0.6],             # graded (STS-B / 5): anchors are the labels > 0.5
+    [1, 1, 1, 1, 1, 1],
 ])
 @pytest.mark.parametrize("symmetric", [False, True])
 @pytest.mark.parametrize("loss_class", [InfoNCELoss, FlatNCELoss])
-def test_infonce_and_flatnce_equal_brute_force(labels, label_max, symmetric, loss_class):
+def test_infonce_and_flatnce_equal_brute_force(labels, symmetric, loss_class):
     torch.manual_seed(len(labels))
     u = torch.randn(len(labels), 6, dtype=torch.float64)
     v = u + torch.randn(len(labels), 6, dtype=torch.float64)
     y = torch.tensor(labels, dtype=torch.float64)
-    loss = loss_class(temperature=0.1, label_max=label_max, symmetric=symmetric)(u, v, y)
-    expected = nce_brute_force(u, v, labels, 0.1, label_max, flat=loss_class is FlatNCELoss, symmetric=symmetric)
+    loss = loss_class(temperature=0.1, symmetric=symmetric)(u, v, y)
+    expected = nce_brute_force(u, v, labels, 0.1, flat=loss_class is FlatNCELoss, symmetric=symmetric)
     assert loss.item() == pytest.approx(expected, rel=1e-6)
 
 

@@ -1,15 +1,30 @@
 import math
+import socket
+import time
+from dataclasses import asdict
+from functools import partial
 
 import pytest
 import torch
+from hydra.utils import instantiate
 from torch import nn
 
-from lit_models.components.backbones import PretrainedBackbone, ScratchBackbone, resolve_pretrained
 from lit_models.bi_encoder import BiEncoder
-from lit_models.components.pooling import pool
+from lit_models.components import backbones
+from lit_models.components.backbones import (
+    PretrainedBackbone,
+    ScratchBackbone,
+    reachable,
+    resolve_pretrained,
+)
 from lit_models.components.init import bert, initialize, xavier
 from lit_models.components.losses import CoSENTLoss, SBERTLoss
+from lit_models.components.nn.attention import LocalAttention, MultiHeadAttention
+from lit_models.components.pooling import pool
 from lit_models.components.schedules import constant, linear_warmup
+from tests.conftest import CONF_DIR, compose_config
+from tests.test_nn import MeanMixer
+from text.info import DataInfo
 
 
 def test_poolings_against_explicit_loops():
@@ -48,6 +63,41 @@ def test_padding_does_not_change_a_sentences_hidden_states(scratch):
     assert torch.allclose(h_alone, h_batch, atol=1e-5)
 
 
+@pytest.mark.parametrize("choice", sorted(p.stem for p in (CONF_DIR / "attention").glob("*.yaml")))
+def test_every_attention_yaml_builds_the_scratch_backbone_as_run_py_does(choice):
+    cfg = compose_config(f"attention={choice}", "backbone.hidden_size=16", "backbone.num_heads=2")
+    backbone = instantiate(cfg.backbone, attention=instantiate(cfg.attention))
+    options = {k: v for k, v in cfg.attention.items() if k != "_partial_"}
+    assert backbone.encoder.cfg.attention == options
+    assert type(backbone.encoder.blocks[0].sublayers[0]).__name__ == cfg.attention._target_.rpartition(".")[2]
+
+
+def test_a_new_attention_class_passed_as_a_partial_builds_a_working_backbone():
+    backbone = instantiate(compose_config().backbone, attention=partial(MeanMixer, scale=0.5), dropout=0.0).eval()
+    assert isinstance(backbone.encoder.blocks[0].sublayers[0], MeanMixer)
+    alone = backbone.tokenizer(["今天天气很好"], return_tensors="pt")
+    batch = backbone.tokenizer(["今天天气很好", "我喜欢在公园里散步"], padding=True, return_tensors="pt")
+    h_alone = backbone(alone["input_ids"], alone["attention_mask"])[-1][0]
+    h_batch = backbone(batch["input_ids"], batch["attention_mask"])[-1][0, :h_alone.shape[0]]
+    assert torch.allclose(h_alone, h_batch, atol=1e-5)
+
+
+def test_a_checkpoint_brings_its_attention_and_refuses_another(tmp_path):
+    sizes = dict(hidden_size=16, num_layers=1, num_heads=2, ffn_size=32)
+    pretrained = ScratchBackbone(attention=partial(LocalAttention, window=3), **sizes)
+    path = tmp_path / "backbone.pt"
+    torch.save({"encoder": pretrained.encoder.state_dict(), "config": asdict(pretrained.encoder.cfg)}, path)
+    loaded = ScratchBackbone(checkpoint=str(path), **sizes)                  # attention left out: the file's
+    assert loaded.encoder.cfg.attention == pretrained.encoder.cfg.attention and not loaded.from_scratch
+    assert loaded.encoder.blocks[0].sublayers[0].window == 3
+    with pytest.raises(ValueError, match="pretrained with attention .*LocalAttention"):
+        ScratchBackbone(checkpoint=str(path), attention=MultiHeadAttention, **sizes)
+    old = {"encoder": pretrained.encoder.state_dict(), "config": {**asdict(pretrained.encoder.cfg), "attention": {
+        "kind": "local", "window": 3, "train_length": 512, "key_size": 128, "expansion": 2, "normalization": "relu2"}}}
+    torch.save(old, path)                                                     # a file from before `_target_`
+    assert ScratchBackbone(checkpoint=str(path), **sizes).encoder.cfg.attention == pretrained.encoder.cfg.attention
+
+
 def test_init_schemes_have_their_formula_std():
     big = nn.Linear(1024, 512)
     initialize(big, bert)
@@ -65,7 +115,7 @@ def test_init_schemes_have_their_formula_std():
 def test_task_initializes_new_heads_and_scratch_backbones_only(scratch):
     def bi_encoder(backbone, loss):
         return BiEncoder(backbone=backbone, loss=loss, optimizer=torch.optim.AdamW, scheduler=constant,
-                         init=xavier, monitor="val/spearman")
+                         init=xavier, monitor="val/spearman", data=DataInfo("test"))
     head = SBERTLoss(hidden_size=32)
     nn.init.constant_(head.classifier.weight, 1.0)
     bi_encoder(scratch, head)
@@ -75,7 +125,7 @@ def test_task_initializes_new_heads_and_scratch_backbones_only(scratch):
 
 def test_biases_and_norms_get_no_weight_decay(scratch):
     model = BiEncoder(backbone=scratch, loss=CoSENTLoss(), optimizer=torch.optim.AdamW, scheduler=constant,
-                      init=bert, monitor="val/spearman")
+                      init=bert, monitor="val/spearman", data=DataInfo("test"))
     decayed, biases, gains = model.parameter_groups()
     names = {id(p): n for n, p in model.named_parameters()}
     assert all(p.ndim == 2 for p in decayed["params"]) and "weight_decay" not in decayed
@@ -91,7 +141,8 @@ def test_head_lr_scale_multiplies_the_lr_of_the_new_head_only_and_the_schedule_k
 
     from lit_models.classifier import Classifier
 
-    model = Classifier(backbone=scratch, loss=nn.CrossEntropyLoss(), num_labels=3, init=bert, head_lr_scale=20.0,
+    model = Classifier(backbone=scratch, loss=nn.CrossEntropyLoss(), data=DataInfo("test", num_labels=3), init=bert,
+                       head_lr_scale=20.0,
                        optimizer=partial(torch.optim.AdamW, lr=1e-3), monitor="val/accuracy",
                        scheduler=partial(linear_warmup, warmup_ratio=0.5))
     model.trainer = type("T", (), {"estimated_stepping_batches": 10})()
@@ -101,11 +152,17 @@ def test_head_lr_scale_multiplies_the_lr_of_the_new_head_only_and_the_schedule_k
     for group in optimizer.param_groups:
         in_head = {id(p) in head for p in group["params"]}
         assert len(in_head) == 1  # a group is all head or all backbone
-        assert group["lr"] == pytest.approx((20e-3 if in_head.pop() else 1e-3) * 0.2)  # warmup step 0: 1/5
+        assert group["lr"] == 0.0                                           # warmup step 0: 0/5
+    optimizer.step()
+    scheduler.step()
+    for group in optimizer.param_groups:
+        in_head = {id(p) in head for p in group["params"]}
+        assert group["lr"] == pytest.approx((20e-3 if in_head.pop() else 1e-3) * 0.2)  # warmup step 1: 1/5
     assert sorted(set(scheduler.base_lrs)) == pytest.approx([1e-3, 20e-3])
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
     with pytest.raises(ValueError, match="head_lr_scale must be > 0"):
-        Classifier(backbone=scratch, loss=nn.CrossEntropyLoss(), num_labels=3, init=bert, head_lr_scale=0,
+        Classifier(backbone=scratch, loss=nn.CrossEntropyLoss(), data=DataInfo("test", num_labels=3), init=bert,
+                   head_lr_scale=0,
                    optimizer=torch.optim.AdamW, scheduler=constant, monitor="val/accuracy")
 
 
@@ -113,7 +170,7 @@ def test_linear_warmup_schedule_values():
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
     sched = linear_warmup(opt, num_training_steps=100, warmup_ratio=0.1)
     factors = [sched.lr_lambdas[0](step) for step in (0, 4, 9, 10, 55, 100)]
-    assert factors == pytest.approx([0.1, 0.5, 1.0, 1.0, 0.5, 0.0])
+    assert factors == pytest.approx([0.0, 0.4, 0.9, 1.0, 0.5, 0.0])
 
 
 def test_pretrained_falls_back_to_the_local_folder_without_network(tmp_path, monkeypatch, caplog):
@@ -125,6 +182,34 @@ def test_pretrained_falls_back_to_the_local_folder_without_network(tmp_path, mon
     assert "not reachable" in caplog.text and str(local) in caplog.text
     with pytest.raises(FileNotFoundError, match="backbone.local_dir=.*missing"):
         resolve_pretrained("some-org/some-model", str(tmp_path / "missing"))
+
+
+def test_reachable_answers_within_its_timeout(monkeypatch):
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert reachable("127.0.0.1", port, timeout=2.0)
+    assert not reachable("127.0.0.1", port, timeout=2.0)                    # closed: refused at once
+    def hang(*args, **kwargs):                                              # a name lookup that hangs
+        time.sleep(2)
+        raise OSError("timed out")
+
+    monkeypatch.setattr(socket, "create_connection", hang)
+    start = time.monotonic()
+    assert not reachable("huggingface.co", timeout=0.2)
+    assert time.monotonic() - start < 1.0
+
+
+def test_hf_hub_offline_skips_the_probe(monkeypatch):
+    monkeypatch.setattr(backbones, "reachable", lambda *a, **k: pytest.fail("probed the network"))
+    for value in ("1", "true", "ON"):
+        monkeypatch.setenv("HF_HUB_OFFLINE", value)
+        assert not backbones.hub_reachable()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", "https://hf-mirror.com")
+    monkeypatch.setattr(backbones, "reachable", lambda host, port, timeout: (host, port) == ("hf-mirror.com", 443))
+    assert backbones.hub_reachable()
 
 
 def test_pretrained_backbone_loads_e5_with_its_prefix(e5_dir):

@@ -1,13 +1,19 @@
 import math
+from functools import partial
 
 import pytest
 import torch
 from hydra.utils import instantiate
 from torch import nn
 
-from lit_models.base import TaskModule
+from lit_models.base import parameter_groups
 from lit_models.components.optim import Lion, Tiger
-from lit_models.components.schedules import constant, cosine, linear_warmup, piecewise_linear
+from lit_models.components.schedules import (
+    constant,
+    cosine,
+    linear_warmup,
+    piecewise_linear,
+)
 from tests.conftest import CONF_DIR, compose_config
 
 OPTIMIZERS = sorted(p.stem for p in (CONF_DIR / "optimizer").glob("*.yaml"))
@@ -166,7 +172,7 @@ def tiny_regression():
 def test_adamw_yaml_is_torch_adamw_at_the_backbone_lr():
     cfg = compose_config("optimizer=adamw", "backbone=pretrained")
     model, _, _ = tiny_regression()
-    opt = instantiate(cfg.optimizer)(TaskModule.parameter_groups(model))
+    opt = instantiate(cfg.optimizer)(parameter_groups(model))
     assert type(opt) is torch.optim.AdamW
     assert opt.param_groups[0]["lr"] == 2e-5 and opt.param_groups[0]["weight_decay"] == 0.01
     assert all(g["weight_decay"] == 0.0 for g in opt.param_groups[1:])
@@ -185,7 +191,7 @@ def test_every_optimizer_yaml_trains_a_tiny_model_with_task_module_groups(name):
     pinned = ["optimizer.lr=0.05"] if name == "adafactor_scaled" else []  # pins the post's lr, not finetune_lr's
     cfg = compose_config(f"optimizer={name}", "backbone.finetune_lr=0.05", *pinned)
     model, x, y = tiny_regression()
-    groups = TaskModule.parameter_groups(model)
+    groups = parameter_groups(model)
     assert [g.get("norm_gain", False) for g in groups] == [False, False, True]
     opt = instantiate(cfg.optimizer)(groups)
     assert isinstance(opt, torch.optim.Optimizer) and len(opt.param_groups) == 3
@@ -214,16 +220,35 @@ def lr_factors(scheduler, num_training_steps, steps):
 
 def test_constant_and_linear_warmup():
     assert lr_factors(constant, 100, [0, 50, 99]) == [1.0, 1.0, 1.0]
-    assert lr_factors(linear_warmup, 100, [0, 9, 10, 55, 100]) == pytest.approx([0.1, 1.0, 1.0, 0.5, 0.0])
+    assert lr_factors(linear_warmup, 100, [0, 9, 10, 55, 100]) == pytest.approx([0.0, 0.9, 1.0, 0.5, 0.0])
+
+
+def test_library_schedules_on_20_steps_follow_their_formulas():
+    """w = ⌊0.2·20⌋ = 4. Warmup is transformers' step/w: 0, .25, .5, .75, then 1 at step 4. (Before they wrapped
+    transformers, ours warmed up as (step + 1)/w: .25, .5, .75, 1, 1, one step ahead; from step w on they agree.)"""
+    T, w = 20, 4
+    steps = range(T + 1)
+    warmup = [s / w for s in range(w)]
+    linear = warmup + [(T - s) / (T - w) for s in range(w, T + 1)]
+
+    def cosine_to(m):
+        return warmup + [m + (1 - m) * (1 + math.cos(math.pi * (s - w) / (T - w))) / 2 for s in range(w, T + 1)]
+
+    assert linear[:6] == [0.0, 0.25, 0.5, 0.75, 1.0, 0.9375] and linear[12] == 0.5 and linear[T] == 0.0
+    assert cosine_to(0.1)[12] == pytest.approx(0.55) and cosine_to(0.1)[T] == pytest.approx(0.1)
+    assert lr_factors(partial(linear_warmup, warmup_ratio=0.2), T, steps) == pytest.approx(linear)
+    assert lr_factors(partial(cosine, warmup_ratio=0.2), T, steps) == pytest.approx(cosine_to(0.0))
+    assert lr_factors(partial(cosine, warmup_ratio=0.2, min_ratio=0.1), T, steps) == pytest.approx(cosine_to(0.1))
+    assert lr_factors(constant, T, steps) == [1.0] * (T + 1)
 
 
 def test_cosine_warms_up_then_follows_half_a_cosine_to_min_ratio():
     def sched(opt, num_training_steps):
         return cosine(opt, num_training_steps, warmup_ratio=0.1, min_ratio=0.1)
 
-    factors = lr_factors(sched, 100, [0, 4, 9, 10, 33, 55, 100, 120])
+    factors = lr_factors(sched, 100, [0, 4, 9, 10, 33, 55, 100])     # past step T transformers' cosine turns up
     middle = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 23 / 90))
-    assert factors == pytest.approx([0.1, 0.5, 1.0, 1.0, middle, 0.55, 0.1, 0.1])
+    assert factors == pytest.approx([0.0, 0.4, 0.9, 1.0, middle, 0.55, 0.1])
     assert lr_factors(cosine, 100, [100]) == pytest.approx([0.0])
 
 
@@ -244,7 +269,7 @@ def test_piecewise_linear_interpolates_fractions_of_training():
 
 @pytest.mark.parametrize("name", SCHEDULERS)
 def test_every_scheduler_yaml_instantiates_with_its_defaults(name):
-    expected = {"constant": [1.0, 1.0, 1.0, 1.0], "linear_warmup": [0.1, 1.0, 0.5, 0.0],
-                "cosine": [0.1, 1.0, 0.5, 0.0], "piecewise_linear": [1.0, 0.9, 0.45, 0.0]}
+    expected = {"constant": [1.0, 1.0, 1.0, 1.0], "linear_warmup": [0.0, 1.0, 0.5, 0.0],
+                "cosine": [0.0, 1.0, 0.5, 0.0], "piecewise_linear": [1.0, 0.9, 0.45, 0.0]}
     scheduler = instantiate(compose_config(f"scheduler={name}").scheduler)
     assert lr_factors(scheduler, 100, [0, 10, 55, 100]) == pytest.approx(expected[name])

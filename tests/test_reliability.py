@@ -267,7 +267,7 @@ def test_the_readme_test_command_collects_every_test_as_written_and_ci_runs_it()
     ci_commands = [line.strip() for line in (PROJECT_ROOT / ".ci" / "run").read_text().splitlines()]
     assert ci_commands[-1] == test_command
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PYTEST_ADDOPTS"] = "--collect-only -q"           # collection is what failed; do not run the suite twice
+    env["PYTEST_ADDOPTS"] = "--collect-only -q -n 0"      # collection is what failed; do not run the suite twice
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     proc = subprocess.run(shlex.split(test_command), cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:]

@@ -1,7 +1,15 @@
 """Every `loss=` choice. One loss, one class; each takes what its task gives it and returns a scalar.
 
-Sentence-pair losses (task=bi_encoder) take `(u, v, labels)`: the embeddings of the first and second
-sentences [B, d] and the gold labels [B] (0/1, or a graded score in [0, label_max]).
+Each loss declares `inputs`, what it takes, in the words a task's LOSS_INPUTS uses (hub.config checks the
+match before anything is built):
+    pair_embeddings: `(u, v, labels)`, the embeddings of the first and second sentences [B, d] and the gold
+        labels [B], 0/1 or a graded similarity in [0, 1] (the pair DataModules scale every score to [0, 1]);
+        a pair counts as similar iff its label > 0.5;
+    pair_scores: `(scores [B], labels [B])`, one scalar score per pair (a cross-encoder's);
+    logits: `(logits [N, C], class ids [N])`;  token_logits: `(logits [N, V], token ids [N])` with ignored
+    positions;  span_scores: `(scores, 0/1 targets)` of one shape.
+A loss with weights of the encoder's width (SBERT's classifier) builds them in `configure(hidden_size)`,
+which the task calls.
 
 Each pair loss declares `global_batch`: True when its value couples the pairs of a batch (CoSENT ranks
 every pair against every other, InfoNCE/FlatNCE use the other pairs as negatives). Under DDP such a loss
@@ -25,6 +33,7 @@ class CoSENTLoss(nn.Module):
     binary labels, NLI classes mapped to an order, or STS-B scores all work. λ = 20 as in the post.
     """
 
+    inputs = ("pair_embeddings", "pair_scores")
     global_batch = True
 
     def __init__(self, scale: float = 20.0):
@@ -56,20 +65,26 @@ class SBERTLoss(nn.Module):
         p = softmax(W·[u; v; |u − v|] + b),   loss = cross-entropy(p, class)
 
     Training and inference differ: the classifier is used only for training, inference compares
-    cos(u, v). Graded labels are binarized as in the post's STS-B runs: similar iff label > label_max / 2
-    (STS-B: score ≥ 3). `num_classes` = 3 takes NLI classes 0/1/2 as they are.
+    cos(u, v). Graded labels are binarized as in the post's STS-B runs: similar iff label > 0.5 (STS-B: score
+    ≥ 3 of 5). `num_classes` = 3 takes NLI classes 0/1/2 as they are.
     """
 
+    inputs = ("pair_embeddings",)
     global_batch = False
 
-    def __init__(self, hidden_size: int, label_max: float = 1.0, num_classes: int = 2):
+    def __init__(self, num_classes: int = 2, hidden_size: int | None = None):
         super().__init__()
-        self.label_max, self.num_classes = label_max, num_classes
-        self.classifier = nn.Linear(3 * hidden_size, num_classes)
+        self.num_classes = num_classes
+        if hidden_size is not None:
+            self.configure(hidden_size)
+
+    def configure(self, hidden_size: int) -> None:
+        """The classifier W [C, 3d], once the encoder's width d is known."""
+        self.classifier = nn.Linear(3 * hidden_size, self.num_classes)
 
     def classes(self, labels: torch.Tensor) -> torch.Tensor:
         if self.num_classes == 2:
-            return similar(labels, self.label_max).long()
+            return similar(labels).long()
         return labels.long()
 
     def logits(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -82,21 +97,18 @@ class SBERTLoss(nn.Module):
 class CosineMSELoss(nn.Module):
     """The naive cosine regression that kexue.fm/archives/8847 shows training badly:
 
-        loss = mean((cos(u, v) − t)²),   t = label / label_max ∈ [0, 1]
+        loss = mean((cos(u, v) − t)²),   t = label ∈ [0, 1]
 
     For binary labels this is the post's t·(1 − cos)² + (1 − t)·cos²; it pulls every hard negative
     towards cos = 0, which is what makes it overfit.
     """
 
+    inputs = ("pair_embeddings",)
     global_batch = False
-
-    def __init__(self, label_max: float = 1.0):
-        super().__init__()
-        self.label_max = label_max
 
     def forward(self, u: torch.Tensor, v: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         cos = F.cosine_similarity(u.float(), v.float(), dim=-1)
-        return F.mse_loss(cos, labels.float() / self.label_max)
+        return F.mse_loss(cos, labels.float())
 
 
 class TokenCrossEntropy(nn.Module):
@@ -106,6 +118,8 @@ class TokenCrossEntropy(nn.Module):
 
     Takes `(logits [B, L, V], labels [B, L])`; positions labelled `ignore_index` (-100) do not count.
     """
+
+    inputs = ("token_logits",)
 
     def __init__(self, ignore_index: int = -100, label_smoothing: float = 0.0):
         super().__init__()
@@ -124,18 +138,20 @@ class CrossEntropyLoss(nn.Module):
     `(logits [B, C], labels [B])`; `-inf` logits (options a question does not have) get no probability.
     A 1-D `scores [B]` is one logit per pair, a cross-encoder's score s: the 2-class softmax over (0, s),
     so p(similar) = sigmoid(s) and the loss is the 2-class CE of kexue.fm/archives/9341's baseline;
-    graded labels count as similar iff label > label_max / 2 (STS-B: score ≥ 3).
+    pairs count as similar iff label > 0.5 (STS-B: score ≥ 3 of 5).
     """
 
-    def __init__(self, label_smoothing: float = 0.0, label_max: float = 1.0):
+    inputs = ("pair_scores", "logits")
+
+    def __init__(self, label_smoothing: float = 0.0):
         super().__init__()
-        self.label_smoothing, self.label_max = label_smoothing, label_max
+        self.label_smoothing = label_smoothing
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
         if logits.ndim == 1:
             logits = torch.stack([torch.zeros_like(logits), logits], dim=-1)
-            labels = similar(labels, self.label_max)
+            labels = similar(labels)
         if self.label_smoothing and torch.isinf(logits).any():  # smoothing must not reward absent options
             log_p = logits.log_softmax(-1).masked_fill(torch.isinf(logits), 0.0)
             nll = -log_p.gather(-1, labels.long()[:, None]).squeeze(-1)
@@ -144,9 +160,10 @@ class CrossEntropyLoss(nn.Module):
         return F.cross_entropy(logits, labels.long(), label_smoothing=self.label_smoothing)
 
 
-def similar(labels: torch.Tensor, label_max: float) -> torch.Tensor:
-    """Binarized labels, as in kexue.fm/archives/8847's STS-B runs: similar iff label > label_max / 2."""
-    return labels > label_max / 2
+def similar(labels: torch.Tensor) -> torch.Tensor:
+    """Binarized pair labels (graded ones lie in [0, 1]), as in kexue.fm/archives/8847's STS-B runs: similar
+    iff label > 0.5."""
+    return labels > 0.5
 
 
 class InfoNCELoss(nn.Module):
@@ -156,7 +173,7 @@ class InfoNCELoss(nn.Module):
         s_ij = cos(u_i, v_j) / τ,   loss = (1/|P|) Σ_{i∈P} [log Σ_j exp(s_ij) − s_ii] = (1/|P|) Σ_{i∈P} log(1 + ξ_i)
         ξ_i = Σ_{j≠i} exp(s_ij − s_ii)
 
-    P, the anchors: the pairs labelled similar (`similar`: label > label_max / 2). A pair labelled non-similar
+    P, the anchors: the pairs labelled similar (`similar`: label > 0.5). A pair labelled non-similar
     is no anchor, since nothing says which sentence its u should retrieve, but its v stays a candidate: a hard
     negative for every anchor. j runs over every pair of the batch, under DDP the global batch
     (`global_batch`). τ = 0.05 as in SimCSE. `symmetric` averages with the reverse direction, v_i retrieving
@@ -167,18 +184,19 @@ class InfoNCELoss(nn.Module):
     which kexue.fm/archives/8471 turns into exact gradient accumulation (task.contrastive_accumulation).
     """
 
+    inputs = ("pair_embeddings",)
     global_batch = True
 
-    def __init__(self, temperature: float = 0.05, label_max: float = 1.0, symmetric: bool = False):
+    def __init__(self, temperature: float = 0.05, symmetric: bool = False):
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"loss.temperature must be > 0, got {temperature}")
-        self.temperature, self.label_max, self.symmetric = temperature, label_max, symmetric
+        self.temperature, self.symmetric = temperature, symmetric
 
     def forward(self, u: torch.Tensor, v: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         u, v = (x.to(torch.promote_types(x.dtype, torch.float32)) for x in (u, v))  # bf16/fp16 up, fp64 kept
         scores = F.normalize(u, dim=-1) @ F.normalize(v, dim=-1).T / self.temperature
-        anchors = similar(labels, self.label_max).nonzero().squeeze(1)
+        anchors = similar(labels).nonzero().squeeze(1)
         if len(anchors) == 0 or len(labels) < 2:
             return scores.sum() * 0.0
         loss = self.anchor_loss(scores[anchors], anchors)
@@ -225,6 +243,8 @@ class MultilabelCategoricalCrossEntropy(nn.Module):
     problem over C classes) or [B, T, L, L] (each (example, type) one problem over its L×L spans); targets
     are 0/1. Masked spans carry a score of −1e12 and add e^{−1e12} = 0. Returns the mean over problems.
     """
+
+    inputs = ("span_scores",)
 
     def forward(self, scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         scores = scores.float().flatten(start_dim=min(2, scores.ndim - 1))

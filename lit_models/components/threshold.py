@@ -43,7 +43,7 @@ def best_threshold(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, f
 
 class ThresholdSearch(Metric):
     """Keeps the scores and binary gold labels of a split (every rank's under DDP); `compute()` returns
-    `best_threshold` of them as two tensors (threshold, accuracy)."""
+    `best_threshold` of them: {"threshold": t, "accuracy": accuracy at t}."""
 
     full_state_update = False
 
@@ -56,7 +56,7 @@ class ThresholdSearch(Metric):
         self.scores.append(scores.detach().double().flatten())
         self.positive.append(positive.detach().double().flatten())  # float: gathers on every backend
 
-    def compute(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def compute(self) -> dict[str, torch.Tensor]:
         threshold, accuracy = best_threshold(dim_zero_cat(self.scores), dim_zero_cat(self.positive))
-        return (torch.tensor(threshold, dtype=torch.float64, device=self.device),
-                torch.tensor(accuracy, device=self.device))
+        return {"threshold": torch.tensor(threshold, dtype=torch.float64, device=self.device),
+                "accuracy": torch.tensor(accuracy, device=self.device)}
