@@ -80,7 +80,7 @@ def train(cfg: DictConfig, results: dict) -> None:
         logging.getLogger(name).propagate = True
 
     from hub.config import flatten
-    from hub.results import metrics_of
+    from hub.results import best_checkpoint, metrics_of
 
     L.seed_everything(cfg.seed, workers=True)
     datamodule, model = build(cfg, results["choices"])
@@ -92,11 +92,11 @@ def train(cfg: DictConfig, results: dict) -> None:
         logger.log_hyperparams(flatten(cfg))
     if cfg.train:
         ckpt_path = resume_from(cfg, results)
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True if ckpt_path else None)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         results["steps"] = trainer.global_step
         results["final_validation"] = metrics_of([{k: v for k, v in trainer.callback_metrics.items()
                                                    if k.startswith("val/")}])
-    best = best_of(trainer)
+    best = best_checkpoint(trainer)
     ckpt = best["path"] if best else None
     if cfg.train and ckpt is None:
         log.warning("no validation value was finite: testing the final weights, not a best checkpoint")
@@ -133,12 +133,6 @@ def resume_from(cfg: DictConfig, results: dict) -> str | None:
     return str(path)
 
 
-def best_of(trainer) -> dict | None:
-    from hub.results import best_checkpoint
-
-    return best_checkpoint(trainer) if trainer is not None else None
-
-
 def generate(cfg: DictConfig) -> str:
     """Load `ckpt_path` of a task that can `respond` (task=dialogue_lm) and reply to `prompt`."""
     import torch
@@ -167,12 +161,12 @@ def generate(cfg: DictConfig) -> str:
 def finish(results: dict, started: float) -> None:
     """results.json, the W&B summary and the summary lines (console and run.log), whatever happened."""
     from hub.loggers import close_loggers
-    from hub.results import summary_lines, write_results
+    from hub.results import best_checkpoint, summary_lines, write_results
 
     loggers, trainer = results.pop("loggers", []), results.pop("trainer", None)
     if not results.pop("global_zero", True):  # DDP: every rank runs this script; rank 0 reports
         return
-    results["best"] = best_of(trainer)
+    results["best"] = best_checkpoint(trainer)
     results["wall_time_s"] = round(time.time() - started, 2)
     close_loggers(loggers, results)
     write_results(results["output_dir"], results)

@@ -52,9 +52,12 @@ def _number(value):
 
 
 def best_checkpoint(trainer) -> dict | None:
-    """The best checkpoint's path, monitored value, epoch and step (None when none was written)."""
+    """The best checkpoint's path, monitored value, epoch and step (None when none was written, or when the
+    run failed before it had a trainer)."""
     from hub.checkpoints import LastCheckpoint
 
+    if trainer is None:
+        return None
     callback = next((c for c in trainer.checkpoint_callbacks if not isinstance(c, LastCheckpoint)), None)
     if callback is None or not callback.best_model_path or not os.path.isfile(callback.best_model_path):
         return None
