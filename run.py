@@ -51,7 +51,8 @@ def build(cfg: DictConfig, choices: dict[str, str] | None = None):
     from hub.config import ConfigError, check_config
 
     classes = check_config(cfg, choices)
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate(cfg.data, pad_to_multiple_of=cfg.speed.pad_to_multiple_of,
+                             bucket_by_length=cfg.speed.bucket_by_length)
     if cfg.predict and not datamodule.writes_predictions:
         raise ConfigError(f"predict=true does not work with data={datamodule.name}: it writes no prediction files")
     datamodule.require(needed_splits(cfg, datamodule))
@@ -59,7 +60,7 @@ def build(cfg: DictConfig, choices: dict[str, str] | None = None):
     datamodule.set_tokenizer(backbone.tokenizer, backbone.text_prefix, pair_encoding=classes.task.PAIR_ENCODING)
     model = instantiate(cfg.task, backbone=backbone, loss=instantiate(cfg.loss), optimizer=instantiate(cfg.optimizer),
                         scheduler=instantiate(cfg.scheduler), init=instantiate(cfg.init), data=datamodule.info,
-                        _convert_="object")   # DataInfo stays a dataclass, nested options plain dicts
+                        cuda_graphs=cfg.speed.cuda_graphs, _convert_="object")   # DataInfo stays a dataclass, nested options plain dicts
     return datamodule, model
 
 
@@ -94,6 +95,7 @@ def train(cfg: DictConfig, results: dict) -> None:
         ckpt_path = resume_from(cfg, results)
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         results["steps"] = trainer.global_step
+        results["speed"] = model.speed_summary() | {k: cfg.speed[k] for k in ("pad_to_multiple_of", "bucket_by_length")}
         results["final_validation"] = metrics_of([{k: v for k, v in trainer.callback_metrics.items()
                                                    if k.startswith("val/")}])
     best = best_checkpoint(trainer)

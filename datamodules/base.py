@@ -9,9 +9,10 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.buckets import LengthBuckets
 from text.files import EmptySplitError, MissingSplitError, candidates, find_file
 from text.info import DataInfo
-from text.padding import IGNORE_INDEX, pad_batch
+from text.padding import IGNORE_INDEX, pad_batch, padded_length
 
 SPLITS_OF_STAGE = {"fit": ("train", "valid"), "validate": ("valid",), "test": ("test",), "predict": ()}
 # predict: nothing up front; `loader(split)` tokenizes the split asked for (run.py predicts valid and test)
@@ -43,6 +44,10 @@ class SplitFilesDataModule(L.LightningDataModule):
             other split, predictions included (quick runs; the metrics are then not the official ones).
         num_workers: DataLoader worker processes.
         cache_dir: where token ids are kept between runs (None: tokenize every time).
+        pad_to_multiple_of: pad each batch up to a multiple of N tokens (capped at max_length), so that batch
+            shapes recur and a captured step is replayed (`speed.pad_to_multiple_of`); None: to the longest row.
+        bucket_by_length: training batches of examples of one padded length (datamodules/buckets.py), each
+            epoch in random order (`speed.bucket_by_length`); False: uniformly shuffled batches.
     """
 
     kinds: ClassVar[tuple[str, ...]] = ()
@@ -51,7 +56,8 @@ class SplitFilesDataModule(L.LightningDataModule):
 
     def __init__(self, *, name: str, paths: dict[str, Path | list[Path]], source: str, max_length: int,
                  batch_size: int = 32, eval_batch_size: int | None = None, train_limit: int | None = None,
-                 eval_limit: int | None = None, num_workers: int = 0, cache_dir: str | None = None):
+                 eval_limit: int | None = None, num_workers: int = 0, cache_dir: str | None = None,
+                 pad_to_multiple_of: int | None = None, bucket_by_length: bool = False):
         super().__init__()
         self.name, self.source, self.max_length = name, source, max_length
         self.paths = {split: [Path(p)] if isinstance(p, (str, Path)) else [Path(f) for f in p]
@@ -59,6 +65,9 @@ class SplitFilesDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.train_limit, self.eval_limit = train_limit, eval_limit
         self.num_workers, self.cache_dir = num_workers, cache_dir
+        if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
+            raise ValueError(f"speed.pad_to_multiple_of must be ≥ 1 or null, got {pad_to_multiple_of}")
+        self.pad_to_multiple_of, self.bucket_by_length = pad_to_multiple_of, bucket_by_length
         self.tokenizer, self.text_prefix, self.pair_encoding = None, "", "separate"
         self.datasets: dict[str, Dataset] = {}
 
@@ -162,15 +171,33 @@ class SplitFilesDataModule(L.LightningDataModule):
         per-example fields (tensors, or lists the task reads); by default every item is one row."""
         return items, {}
 
+    def padded_length(self, longest: int) -> int:
+        """The length a batch whose longest row has `longest` tokens is padded to (`pad_to_multiple_of`)."""
+        return padded_length(longest, self.pad_to_multiple_of, self.max_length)
+
     def collate(self, items: list) -> dict:
-        """The rows padded to the longest of the batch (`pad_batch`, fill values of `fill`), with the fields."""
+        """The rows padded to `padded_length` of the longest (`pad_batch`, fill values of `fill`), with the fields."""
         rows, fields = self.rows(items)
-        return pad_batch(rows, self.fill) | fields
+        length = self.padded_length(max(len(row["input_ids"]) for row in rows))
+        return pad_batch(rows, self.fill, length) | fields
+
+    def buckets(self, split: str) -> list[int]:
+        """The padded length of each example of `split` alone: its bucket under bucket_by_length."""
+        dataset = self.datasets[split]
+        return [self.padded_length(max(len(row["input_ids"]) for row in self.rows([dataset[i]])[0]))
+                for i in range(len(dataset))]
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        common = {"collate_fn": self.collate, "num_workers": self.num_workers,
+                  "pin_memory": torch.cuda.is_available(), "persistent_workers": self.num_workers > 0}
+        if shuffle and self.bucket_by_length:
+            if self.trainer is not None and self.trainer.world_size > 1:
+                raise ValueError("speed.bucket_by_length=true draws batches for one process; under DDP use "
+                                 "speed.bucket_by_length=false")
+            sampler = LengthBuckets(self.buckets(split), self.batch_size, seed=torch.initial_seed())
+            return DataLoader(self.datasets[split], batch_sampler=sampler, **common)
         return DataLoader(self.datasets[split], batch_size=self.batch_size if shuffle else self.eval_batch_size,
-                          shuffle=shuffle, collate_fn=self.collate, num_workers=self.num_workers,
-                          pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0)
+                          shuffle=shuffle, **common)
 
     def train_dataloader(self):
         return self._loader("train", shuffle=True)

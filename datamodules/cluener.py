@@ -185,7 +185,7 @@ class CLUENERDataModule(SplitFilesDataModule):
 
     def rows(self, items: list[dict]) -> tuple[list[dict], dict]:
         """Token rows (ids, offsets, span_mask: a token with characters of its own) and the span targets."""
-        length = max(len(item["input_ids"]) for item in items)
+        length = self.padded_length(max(len(item["input_ids"]) for item in items))
         labels = torch.zeros((len(items), len(ENTITY_TYPES), length, length), dtype=torch.bool)
         for row, item in enumerate(items):
             for kind, i, j in item["labels"]:

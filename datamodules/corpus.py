@@ -185,14 +185,15 @@ def word_ids_of(tokens: Sequence[str], segment: Callable[[str], list[str]], spec
 
 def mask_tokens(input_ids: torch.Tensor, maskable: torch.Tensor, *, mask_token_id: int, random_ids: torch.Tensor,
                 probability: float = 0.15, mask_ratio: float = 0.8, random_ratio: float = 0.1,
-                word_ids: torch.Tensor | None = None, generator: torch.Generator | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                word_ids: torch.Tensor | None = None, segment_ids: torch.Tensor | None = None,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT's masked-LM corruption of a padded batch: (corrupted input_ids, labels), both [B, L].
 
     Each row with n maskable tokens gets k = max(1, round(p·n)) predicted positions (BERT's
     create_pretraining_data): its words are visited in random order and taken while they fit in k (the
     first is always taken). A word is one token, or with `word_ids` [B, L] all tokens sharing an id
-    (whole-word masking). Of the predicted tokens, `mask_ratio` become [MASK], `random_ratio` a random
+    (whole-word masking). A row that packs several sentences (`segment_ids` [B, L]: 1, 2, … per sentence) has
+    a budget per sentence, so packing masks what the sentences alone would. Of the predicted tokens, `mask_ratio` become [MASK], `random_ratio` a random
     token of `random_ids`, the rest stay; labels hold the original id there and IGNORE_INDEX elsewhere.
     `generator` None draws from torch's global generator (seeded per DataLoader worker by PyTorch).
     """
@@ -200,23 +201,15 @@ def mask_tokens(input_ids: torch.Tensor, maskable: torch.Tensor, *, mask_token_i
     if word_ids is None:
         word_ids = torch.arange(L).expand(B, L)
     word_ids = word_ids.masked_fill(~maskable.bool(), -1)
+    texts_of_rows = segment_ids.tolist() if segment_ids is not None else [[1] * L] * B
     selected = torch.zeros(B, L, dtype=torch.bool)
-    for row, words in enumerate(word_ids.tolist()):
-        groups: dict[int, list[int]] = {}
-        for position, word in enumerate(words):
+    for row, (words, texts) in enumerate(zip(word_ids.tolist(), texts_of_rows)):
+        groups: dict[int, dict[int, list[int]]] = {}
+        for position, (word, text) in enumerate(zip(words, texts)):
             if word >= 0:
-                groups.setdefault(word, []).append(position)
-        if not groups:
-            continue
-        spans = list(groups.values())
-        budget = max(1, round(probability * sum(map(len, spans))))
-        chosen: list[int] = []
-        for index in torch.randperm(len(spans), generator=generator).tolist():
-            if not chosen or len(chosen) + len(spans[index]) <= budget:
-                chosen += spans[index]
-            if len(chosen) >= budget:
-                break
-        selected[row, chosen] = True
+                groups.setdefault(text, {}).setdefault(word, []).append(position)
+        for words_of_text in groups.values():
+            selected[row, choose_words(list(words_of_text.values()), probability, generator)] = True
     draw = torch.rand(B, L, generator=generator)
     to_mask = selected & (draw < mask_ratio)
     to_random = selected & (draw >= mask_ratio) & (draw < mask_ratio + random_ratio)
@@ -225,14 +218,55 @@ def mask_tokens(input_ids: torch.Tensor, maskable: torch.Tensor, *, mask_token_i
     return corrupted, input_ids.masked_fill(~selected, IGNORE_INDEX)
 
 
+def choose_words(spans: list[list[int]], probability: float, generator: torch.Generator | None) -> list[int]:
+    """The positions of the words one sentence predicts: words in random order, taken while they fit in
+    k = max(1, round(p·n)), the first always."""
+    budget = max(1, round(probability * sum(map(len, spans))))
+    chosen: list[int] = []
+    for index in torch.randperm(len(spans), generator=generator).tolist():
+        if not chosen or len(chosen) + len(spans[index]) <= budget:
+            chosen += spans[index]
+        if len(chosen) >= budget:
+            break
+    return chosen
+
+
+def pack(rows: list[list[int]], max_length: int) -> list[dict[str, list[int]]]:
+    """Sentences concatenated in order into rows of at most max_length tokens, each token with its sentence's
+    number in the row (`segment_ids`: 1, 2, …); a sentence never straddles two rows."""
+    packed, ids, segments = [], [], []
+    for row in rows:
+        if ids and len(ids) + len(row) > max_length:
+            packed.append({"input_ids": ids, "segment_ids": segments})
+            ids, segments = [], []
+        segments = segments + [(segments[-1] if segments else 0) + 1] * len(row)
+        ids = ids + row
+    return packed + ([{"input_ids": ids, "segment_ids": segments}] if ids else [])
+
+
+def masked_positions(labels: torch.Tensor, multiple_of: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positions [B, K], their labels [B, K]) of the predicted tokens of each row, K the most of any row rounded
+    up to a multiple of `multiple_of` (few distinct shapes), at most the row length; rows with fewer point at position 0 with label
+    IGNORE_INDEX. The task gathers the hidden states there: no boolean indexing, so no wait for the GPU."""
+    predicted = labels != IGNORE_INDEX
+    counts = predicted.sum(1)
+    K = min(max(1, -(-int(counts.max()) // multiple_of) * multiple_of), labels.shape[1])
+    order = torch.argsort((~predicted).to(torch.int8), dim=1, stable=True)[:, :K]   # predicted positions first
+    keep = torch.arange(K)[None, :] < counts[:, None]
+    positions = torch.where(keep, order, torch.zeros_like(order))
+    return positions, torch.where(keep, labels.gather(1, order), torch.full_like(order, IGNORE_INDEX))
+
+
 class CorpusDataModule(SplitFilesDataModule):
     """Sentences for masked-LM pretraining (module docstring: sources, exclusions, hash split).
 
     Training batches are masked anew in the collate (dynamic masking, as RoBERTa): 15% of the tokens,
     never a special token ([CLS], [SEP], [PAD], [UNK], [MASK]), 80% [MASK] / 10% random / 10% kept
     (`mask_tokens`). Valid/test are masked once at setup with `eval_seed`, so every validation scores the
-    same predictions. A batch: `input_ids`, `attention_mask` [B, L] and `labels` [B, L] (-100 where not
-    predicted). Sentences of [CLS] [SEP] only (nothing to predict) are left out at setup. A split is made of
+    same predictions. A batch: `input_ids`, `attention_mask` [B, L], `labels` [B, L] (-100 where not
+    predicted) and the predicted positions with their labels, `masked_positions` and `masked_labels` [B, K]
+    (`masked_positions`). With `packing`, training rows hold several sentences each (`pack`), with
+    `segment_ids` [B, L] that keep them apart in attention and restart their positions (TransformerEncoder). Sentences of [CLS] [SEP] only (nothing to predict) are left out at setup. A split is made of
     every source file, so each split needs them all on disk.
 
     Args:
@@ -246,6 +280,8 @@ class CorpusDataModule(SplitFilesDataModule):
             (train_limit/eval_limit, as every data choice, keep the first N of a split: a hash-random sample too).
         max_length: tokens per sentence, [CLS] and [SEP] included (longer ones are truncated).
         whole_word: mask whole words of jieba's segmentation (the post's whole-word MLM, with jieba for LAC).
+        packing: training rows of up to max_length tokens made of whole sentences, fewer rows of padding;
+            valid/test stay one sentence per row, so their losses compare with unpacked runs.
         source: where the files come from, quoted when one is missing.
         name and the loader settings: see SplitFilesDataModule.
     """
@@ -256,7 +292,7 @@ class CorpusDataModule(SplitFilesDataModule):
                  valid_fraction: float = 0.01, test_fraction: float = 0.01, max_sentences: int | None = None,
                  max_length: int = 128, batch_size: int = 64, mask_probability: float = 0.15, mask_ratio: float = 0.8,
                  random_ratio: float = 0.1, whole_word: bool = False, eval_seed: int = 0, source: str = "",
-                 **common):
+                 packing: bool = False, **common):
         if not (valid_fraction >= 0 and test_fraction >= 0 and valid_fraction + test_fraction < 1):
             raise ValueError(f"data.valid_fraction + data.test_fraction must lie in [0, 1), got "
                              f"{valid_fraction} + {test_fraction}")
@@ -270,7 +306,7 @@ class CorpusDataModule(SplitFilesDataModule):
         self.valid_fraction, self.test_fraction, self.max_sentences = valid_fraction, test_fraction, max_sentences
         self.masking = {"probability": mask_probability, "mask_ratio": mask_ratio, "random_ratio": random_ratio}
         self.segment = load_segmenter() if whole_word else None
-        self.whole_word, self.eval_seed = whole_word, eval_seed
+        self.whole_word, self.eval_seed, self.packing = whole_word, eval_seed, packing
         self.splits: dict[str, list[str]] | None = None
         self.files: dict[str, list[tuple[Source, Path]]] | None = None
         self.digests: dict[str, list[dict]] | None = None
@@ -352,6 +388,7 @@ class CorpusDataModule(SplitFilesDataModule):
     def set_tokenizer(self, tokenizer, text_prefix: str = "", pair_encoding: str = "separate") -> None:
         """The backbone's tokenizer: token ids, the special tokens never masked, the ids a random replacement draws."""
         super().set_tokenizer(tokenizer, text_prefix, pair_encoding)
+        self.fill["segment_ids"] = 0
         special = set(tokenizer.all_special_ids)
         self.special_ids = torch.tensor(sorted(special))
         self.random_ids = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
@@ -371,7 +408,9 @@ class CorpusDataModule(SplitFilesDataModule):
                                self.tokenizer, self.max_length, self.text_prefix)["text"]
         special = set(self.special_ids.tolist())
         ids = [row for row in ids if any(t not in special for t in row)]
-        return [{"input_ids": row} for row in ids] if split == "train" else self._mask_once(ids)
+        if split != "train":
+            return self._mask_once(ids)
+        return pack(ids, self.max_length) if self.packing else [{"input_ids": row} for row in ids]
 
     def empty_split(self, split: str) -> EmptySplitError:
         """The error for a split left without sentences: raised on setup, before any training step."""
@@ -395,12 +434,13 @@ class CorpusDataModule(SplitFilesDataModule):
         return torch.tensor([word_ids_of(self.tokenizer.convert_ids_to_tokens(row), self.segment, specials)
                              for row in input_ids.tolist()])
 
-    def mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, generator: torch.Generator | None = None,
+             segment_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """`mask_tokens` with this corpus's settings: (corrupted input_ids, labels)."""
         return mask_tokens(input_ids, self.maskable(input_ids, attention_mask),
                            mask_token_id=self.tokenizer.mask_token_id, random_ids=self.random_ids,
-                           word_ids=self.word_ids(input_ids), generator=generator, **self.masking)
+                           word_ids=self.word_ids(input_ids), segment_ids=segment_ids, generator=generator,
+                           **self.masking)
 
     def _mask_once(self, ids: list[list[int]], chunk: int = 1024) -> list[dict[str, list[int]]]:
         """Valid/test: corrupted ids and labels per sentence, drawn once from a generator seeded with eval_seed."""
@@ -419,5 +459,7 @@ class CorpusDataModule(SplitFilesDataModule):
         worker, seeded by PyTorch), valid/test rows were masked at setup."""
         batch = super().collate(items)
         if "labels" not in batch:
-            batch["input_ids"], batch["labels"] = self.mask(batch["input_ids"], batch["attention_mask"])
+            batch["input_ids"], batch["labels"] = self.mask(batch["input_ids"], batch["attention_mask"],
+                                                            segment_ids=batch.get("segment_ids"))
+        batch["masked_positions"], batch["masked_labels"] = masked_positions(batch["labels"])
         return batch

@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = PROJECT_ROOT / "conf"
-AXES = ("task", "data", "backbone", "loss", "optimizer", "scheduler", "init", "attention", "trainer",
+AXES = ("task", "data", "backbone", "loss", "optimizer", "scheduler", "init", "attention", "trainer", "speed",
         "experiment")
 
 
@@ -98,6 +98,11 @@ def check_config(cfg: DictConfig, choices: dict[str, str] | None = None) -> Clas
     if choices.get("attention", "softmax") != "softmax" and not classes.backbone.TAKES_ATTENTION:
         raise ConfigError(f"attention={choices['attention']} does not work with backbone={backbone}: a pretrained "
                           f"checkpoint fixes its attention; use backbone={'|'.join(scratch)} or attention=softmax")
+    if cfg.data.get("packing") and not target_class(cfg.attention).supports_packing:
+        valid = choices_where("attention", lambda node: target_class(node).supports_packing)
+        raise ConfigError(f"data.packing=true does not work with attention={choices.get('attention')}: its sums run "
+                          f"over the whole row, so packed sentences would see each other; use "
+                          f"attention={'|'.join(valid)} or data.packing=false")
     if cfg.init._target_.endswith(".deepnorm") and cfg.backbone.get("norm") != "deepnorm":
         raise ConfigError(f"init=deepnorm needs backbone.norm=deepnorm (got backbone.norm="
                           f"{cfg.backbone.get('norm')}): DeepNorm's init gain β is derived "

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 from torchmetrics import Metric, MetricCollection
 
+from lit_models.components.graphs import GraphedLoss
 from lit_models.components.init import initialize
 from text.info import DataInfo
 
@@ -45,6 +46,9 @@ class TaskModule(L.LightningModule):
         SCRATCH_ONLY: needs our own Transformer (backbone=scratch_*).
         PAIR_ENCODING: how a pair data set encodes its pairs for this task: separate | joint.
         EVAL_LOSS: log `{val,test}/loss` too.
+        CUDA_GRAPHS: its training step can be recorded as CUDA graphs, one per batch shape: shapes depend
+            only on the batch's shapes, and nothing reads a device value on the host (no `.item()`, no boolean
+            indexing). `speed.cuda_graphs=auto` then replays it on a single CUDA device (graphs.py).
 
     Args:
         backbone: encoder + tokenizer (lit_models/components/backbones.py).
@@ -58,6 +62,8 @@ class TaskModule(L.LightningModule):
         head_lr_scale: lr multiplier of the weights the task adds on top of the backbone (`self.head` and the
             loss's parameters). A head drawn from scratch on a pretrained encoder can need larger steps than
             the encoder's fine-tuning lr gives it (a GlobalPointer head, for one, starts on a long plateau).
+        cuda_graphs: replay the training step as CUDA graphs: "auto" (when the task declares CUDA_GRAPHS and
+            training runs on one CUDA device), true (fail where it cannot) or false (`speed.cuda_graphs`).
     """
 
     LOSS_INPUTS: ClassVar[tuple[str, ...]] = ()
@@ -65,17 +71,22 @@ class TaskModule(L.LightningModule):
     SCRATCH_ONLY: ClassVar[bool] = False
     PAIR_ENCODING: ClassVar[str] = "separate"
     EVAL_LOSS: ClassVar[bool] = True
+    CUDA_GRAPHS: ClassVar[bool] = False
 
     def __init__(self, *, backbone: nn.Module, loss: nn.Module, optimizer: Callable, scheduler: Callable,
                  init: Callable, data: DataInfo | Mapping, monitor: str, monitor_mode: str = "max",
-                 head_lr_scale: float = 1.0):
+                 head_lr_scale: float = 1.0, cuda_graphs: bool | str = False):
         super().__init__()
         if monitor_mode not in ("max", "min"):
             raise ValueError(f"task.monitor_mode must be 'max' or 'min', got {monitor_mode!r}")
         if head_lr_scale <= 0:
             raise ValueError(f"task.head_lr_scale must be > 0, got {head_lr_scale}")
+        if cuda_graphs not in (True, False, "auto"):
+            raise ValueError(f"speed.cuda_graphs must be auto, true or false, got {cuda_graphs!r}")
         self.data_info = as_data_info(data)
-        self.save_hyperparameters(ignore=["backbone", "loss", "optimizer", "scheduler", "init", "data"])
+        self.cuda_graphs, self.graphed_loss = cuda_graphs, None
+        self.save_hyperparameters(ignore=["backbone", "loss", "optimizer", "scheduler", "init", "data",
+                                          "cuda_graphs"])
         for key, value in list(self.hparams.items()):   # plain values: the checkpoint loads with weights_only
             if isinstance(value, (DictConfig, ListConfig)):
                 self.hparams[key] = OmegaConf.to_container(value, resolve=True)
@@ -110,9 +121,40 @@ class TaskModule(L.LightningModule):
     # --- the loop body ------------------------------------------------------------------------------------
 
     def training_step(self, batch, batch_idx):
+        loss, size = (self.graphed_loss or self.train_loss)(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        return loss
+
+    def train_loss(self, batch) -> tuple[torch.Tensor, int]:
         out = self.step(batch, "train")
-        self.log("train/loss", out.loss, prog_bar=True, batch_size=out.size)
-        return out.loss
+        return out.loss, out.size
+
+    def on_train_start(self):
+        self.graphed_loss = GraphedLoss(self, self.train_loss) if self.graphs_wanted() else None
+
+    def graphs_wanted(self) -> bool:
+        """Whether `cuda_graphs` asks for graphs here; true where they cannot run is an error naming why."""
+        if self.cuda_graphs is False:
+            return False
+        obstacles = [why for why, present in (
+            (f"task={type(self).__name__} does not declare CUDA_GRAPHS", not self.CUDA_GRAPHS),
+            (f"training runs on {self.device.type}, not a CUDA GPU", self.device.type != "cuda"),
+            (f"{self.trainer.world_size} processes (graphs are single-device)", self.trainer.world_size > 1),
+            ("the task optimizes by hand", not self.automatic_optimization)) if present]
+        if obstacles and self.cuda_graphs is True:
+            raise ValueError(f"speed.cuda_graphs=true cannot run: {'; '.join(obstacles)}. "
+                             f"Use speed.cuda_graphs=auto (graphs where they can run) or false")
+        return not obstacles
+
+    def optimizer_zero_grad(self, epoch, batch_idx, optimizer):
+        """Zeroed in place under CUDA graphs: the backward graphs add into the same `.grad` tensors every step."""
+        optimizer.zero_grad(set_to_none=self.graphed_loss is None)
+
+    def speed_summary(self) -> dict:
+        """Which training path ran, for results.json: eager, or CUDA graphs with their counts."""
+        if self.graphed_loss is None:
+            return {"path": "eager"}
+        return {"path": "cuda_graphs"} | self.graphed_loss.summary()
 
     def validation_step(self, batch, batch_idx):
         self.evaluate(batch, "val")

@@ -33,6 +33,7 @@ class BiEncoder(TaskModule):
 
     LOSS_INPUTS = ("pair_embeddings",)
     DATA_KINDS = ("pairs",)
+    CUDA_GRAPHS = True
     EVAL_LOSS = False
 
     def __init__(self, *, pooling: str = "mean", contrastive_accumulation: int = 1, **common):

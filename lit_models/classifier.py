@@ -30,6 +30,7 @@ class Classifier(TaskModule):
 
     LOSS_INPUTS = ("logits",)
     DATA_KINDS = ("classification",)
+    CUDA_GRAPHS = True
     PAIR_ENCODING = "joint"
 
     def __init__(self, *, pooling: str = "cls", dropout: float = 0.1, **common):

@@ -42,6 +42,7 @@ class CrossEncoder(TaskModule):
 
     LOSS_INPUTS = ("pair_scores",)
     DATA_KINDS = ("joint_pairs",)
+    CUDA_GRAPHS = True
     PAIR_ENCODING = "joint"
     EVAL_LOSS = False
 

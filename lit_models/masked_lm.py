@@ -28,8 +28,8 @@ BACKBONE_FILE = "backbone.pt"
 class MaskedLM(TaskModule):
     """Masked-LM pretraining of a from-scratch backbone (`backbone=scratch_*`), with `loss=lm`.
 
-    Logits are computed only where a label is set (≈15% of the tokens), which saves most of the [·, V]
-    product. Logs `{train,val,test}/loss` (mean cross-entropy per predicted token) and
+    Logits are computed only at the predicted positions (≈15% of the tokens), which saves most of the [·, V]
+    product. Packed rows (data.packing=true) reach the backbone with their `segment_ids`. Logs `{train,val,test}/loss` (mean cross-entropy per predicted token) and
     `{val,test}/accuracy` (share of predicted tokens whose argmax is the original). At the end of fit,
     the encoder weights of the best checkpoint (on `monitor`; the final weights when no checkpoint was
     kept) are saved as `backbone.pt` = {"encoder": state_dict, "config": TransformerConfig as a dict}.
@@ -53,14 +53,21 @@ class MaskedLM(TaskModule):
         return {"accuracy": MulticlassAccuracy(num_classes=vocab, average="micro")}
 
     def masked_logits(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits [M, V], labels [M]) at the M positions with a label."""
-        hidden = self.backbone(batch["input_ids"], batch["attention_mask"])[-1]
-        predicted = batch["labels"] != self.loss.ignore_index
-        return self.head(hidden[predicted], self.backbone.encoder.token_embedding.weight), batch["labels"][predicted]
+        """(logits [B·K, V], labels [B·K]) at the batch's `masked_positions` [B, K] (datamodules/corpus.py):
+        a gather of fixed shape rather than boolean indexing, so the step never waits for the GPU. Unused
+        slots carry the label ignore_index, which neither the loss nor the accuracy counts."""
+        hidden = self.backbone(batch["input_ids"], batch["attention_mask"], segment_ids=batch.get("segment_ids"))[-1]
+        positions = batch["masked_positions"]
+        at_masks = hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))
+        logits = self.head(at_masks.flatten(0, 1), self.backbone.encoder.token_embedding.weight)
+        return logits, batch["masked_labels"].flatten()
 
     def step(self, batch, stage: str) -> Step:
         logits, labels = self.masked_logits(batch)
-        return Step(self.loss(logits, labels), (logits, labels), labels.numel())
+        predicted = labels != self.loss.ignore_index
+        if stage == "train":   # the logged mean weighs batches by rows: counting labels would wait for the GPU
+            return Step(self.loss(logits, labels), size=len(batch["masked_positions"]))
+        return Step(self.loss(logits, labels), (logits[predicted], labels[predicted]), int(predicted.sum()))
 
     def best_encoder_state(self) -> dict[str, torch.Tensor]:
         """The encoder's state_dict from the best checkpoint, or the current one when there is none."""

@@ -22,6 +22,8 @@ def drive(throughput: Throughput, monkeypatch, batch_sizes: list[int], step_s: l
         now[0] += step
         batch = {"labels": torch.zeros(size), "attention_mask": torch.ones(size, 3)}
         throughput.on_train_batch_end(trainer, None, None, batch, 0)
+    throughput.on_train_epoch_end(trainer, None)
+    throughput.on_train_end(trainer, None)
     return throughput.summary()
 
 

@@ -122,7 +122,7 @@ def test_best_threshold_equals_brute_force_and_no_cut_beats_it(kind):
 def test_joint_encoding_of_a_real_stsb_pair(data_dir, backbone):
     tokenizer = backbone.tokenizer
     dm = sts_datamodule("data=stsb", f"paths.data_dir={data_dir}", "data.cache_dir=null", "data.batch_size=3",
-                        tokenizer=tokenizer)
+                        "data.eval_batch_size=3", tokenizer=tokenizer)
     assert dm.pair_encoding == "joint"
     dm.setup("validate")
     batch = next(iter(dm.val_dataloader()))
@@ -180,7 +180,8 @@ def test_cache_key_includes_the_encoding(tmp_path, backbone):
 
 
 def test_bi_encoder_batches_and_inputs_are_unchanged(backbone):
-    cfg = compose_config("task=bi_encoder", "data=stsb_sample", "data.cache_dir=null", "data.batch_size=4")
+    cfg = compose_config("task=bi_encoder", "data=stsb_sample", "data.cache_dir=null", "data.batch_size=4",
+                         "data.eval_batch_size=4")
     dm = instantiate(cfg.data)
     dm.set_tokenizer(backbone.tokenizer)
     dm.setup("validate")

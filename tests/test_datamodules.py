@@ -139,7 +139,7 @@ def test_tokenized_once_then_read_from_cache(tmp_path, tokenizer, monkeypatch):
 
 
 def test_batches_stack_both_sentences_padded_to_the_longest(tokenizer):
-    cfg = compose_config("data=stsb_sample", "data.cache_dir=null", "data.batch_size=4")
+    cfg = compose_config("data=stsb_sample", "data.cache_dir=null", "data.batch_size=4", "data.eval_batch_size=4")
     dm = instantiate(cfg.data)
     dm.set_tokenizer(tokenizer, text_prefix="")
     dm.setup("fit")

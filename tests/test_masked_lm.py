@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from hydra.utils import get_object, instantiate
 
 import datamodules.corpus as corpus
-from datamodules.corpus import CorpusDataModule, dedup_key, mask_tokens, word_ids_of
+from datamodules.corpus import CorpusDataModule, dedup_key, mask_tokens, masked_positions, word_ids_of
 from hub.config import PROJECT_ROOT
 from lit_models.components.backbones import ScratchBackbone
 from lit_models.components.init import bert, xavier
@@ -227,9 +227,11 @@ def test_mlm_head_is_dense_act_layernorm_then_the_tied_embedding():
     input_ids = torch.tensor([[101, 2769, 4263, 103, 102, 0]])
     labels = torch.tensor([[-100, -100, -100, 1266, -100, -100]])           # 1266 is in no input
     batch = {"input_ids": input_ids, "attention_mask": (input_ids > 0).long(), "labels": labels}
+    batch["masked_positions"], batch["masked_labels"] = masked_positions(labels)   # K = 6 slots (the row), 1 used
     logits, targets = model.masked_logits(batch)
     last = backbone(batch["input_ids"], batch["attention_mask"])[-1]
-    assert torch.allclose(logits, head(last[0, 3:4], embedding), atol=1e-5) and targets.tolist() == [1266]
+    assert torch.allclose(logits[:1], head(last[0, 3:4], embedding), atol=1e-5)
+    assert targets.tolist() == [1266] + [-100] * 5
     model.loss(logits, targets).backward()
     assert embedding.grad[1266].abs().sum() > 0                              # the output side trains E too
 
@@ -257,8 +259,8 @@ def test_pretraining_lowers_the_mlm_loss_and_its_encoder_fine_tunes(tmp_path, de
     with torch.no_grad():
         for batch in default_corpus.test_dataloader():
             logits, labels = model.masked_logits(batch)
-            total += F.cross_entropy(logits, labels, reduction="sum").item()
-            count += labels.numel()
+            total += F.cross_entropy(logits, labels, reduction="sum").item()   # ignores the unused slots
+            count += (labels != -100).sum().item()
     untrained = total / count
     vocab = len(backbone.tokenizer)
     assert untrained == pytest.approx(math.log(vocab), abs=0.1), (untrained, math.log(vocab))

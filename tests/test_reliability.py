@@ -51,8 +51,8 @@ class Toy(L.LightningModule):
 
 def fit(model, steps, callbacks, **trainer_kwargs):
     data = torch.utils.data.DataLoader(torch.zeros(steps, 1), batch_size=1)
-    trainer_kwargs = {"enable_checkpointing": False, **trainer_kwargs}
-    trainer = L.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_progress_bar=False,
+    trainer_kwargs = {"enable_checkpointing": False, "accelerator": "cpu", **trainer_kwargs}
+    trainer = L.Trainer(max_steps=steps, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=callbacks, num_sanity_val_steps=0, **trainer_kwargs)
     trainer.fit(model, data, data if model.val_values else None)
     return trainer

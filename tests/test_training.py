@@ -14,7 +14,7 @@ def test_default_run_offline_wandb_leaves_run_folder_and_results(tmp_path):
     assert results["status"] == "completed" and results["wandb"]["mode"] == "offline"
     assert results["choices"] == {"task": "bi_encoder", "data": "stsb_sample", "backbone": "scratch_tiny",
                                   "loss": "cosent", "optimizer": "adamw", "scheduler": "linear_warmup",
-                                  "init": "bert", "attention": "softmax", "trainer": "default"}
+                                  "init": "bert", "attention": "softmax", "trainer": "default", "speed": "default"}
     out = tmp_path / "outputs"
     [offline_run] = out.rglob("offline-run-*")
     assert list(offline_run.glob("run-*.wandb")) and results["wandb"]["id"] in offline_run.name

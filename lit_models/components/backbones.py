@@ -82,8 +82,9 @@ class ScratchBackbone(nn.Module):
         log.info("backbone weights from %s", path)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None,
-                causal: bool = False) -> list[torch.Tensor]:
-        return self.encoder(input_ids, attention_mask, token_type_ids, causal)
+                causal: bool = False, segment_ids: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """segment_ids: rows that pack several texts (TransformerEncoder.forward)."""
+        return self.encoder(input_ids, attention_mask, token_type_ids, causal, segment_ids)
 
 
 class PretrainedBackbone(nn.Module):

@@ -34,11 +34,14 @@ class TokenMixer(nn.Module):
 
     replaces_ffn = False        # True: a block is two of these layers and no feed-forward (GAU)
     supports_deepnorm = True    # False: backbone.norm=deepnorm is refused (its gains assume attention + FFN)
+    supports_packing = True     # False: data.packing=true is refused (its texts would see each other)
 
 
 def visible(key_mask: torch.Tensor, causal: bool, window: int | None = None) -> torch.Tensor:
-    """[B, 1, L, L] True where query i may attend to key j. A query always sees itself, so that no row is
-    empty (padding queries would otherwise produce NaN that leaks through the values)."""
+    """[B, 1, L, L] True where query i may attend to key j. `key_mask` [B, L] is 0 at the padding and 1 at the
+    tokens, or in rows that pack several texts each token's text number (1, 2, …): a query of text s then sees
+    the keys of text s only (a block-diagonal mask), a padding query every key. A query always sees itself,
+    so that no row is empty (padding queries would otherwise produce NaN that leaks through the values)."""
     L = key_mask.shape[1]
     i = torch.arange(L, device=key_mask.device)[:, None]
     j = torch.arange(L, device=key_mask.device)[None, :]
@@ -47,7 +50,9 @@ def visible(key_mask: torch.Tensor, causal: bool, window: int | None = None) -> 
         allowed &= j <= i
     if window is not None:
         allowed &= (i - j).abs() < window
-    return (key_mask.bool()[:, None, None, :] & allowed) | (i == j)
+    queries, keys = key_mask[:, None, :, None], key_mask[:, None, None, :]
+    same_text = (keys != 0) & ((queries == keys) | (queries == 0))
+    return (same_text & allowed) | (i == j)
 
 
 class MultiHeadAttention(TokenMixer):
@@ -119,10 +124,13 @@ class LinearAttention(MultiHeadAttention):
         y_i = φ(q_i)ᵀ Σ_j φ(k_j) v_jᵀ / φ(q_i)ᵀ Σ_j φ(k_j),   φ(x) = elu(x) + 1
 
     O(n·d_h²) instead of O(n²·d_h); causal by prefix sums over j ≤ i. The post's point: at n ≤ 512 the
-    feed-forward layers dominate the cost anyway. The causal form holds an [L, d_h, d_h] state per head."""
+    feed-forward layers dominate the cost anyway. The causal form holds an [L, d_h, d_h] state per head.
+    Its sums run over the whole row, so rows that pack several texts are refused (supports_packing)."""
+
+    supports_packing = False
 
     def mix(self, q, k, v, key_mask, causal):
-        q, k = F.elu(q) + 1, (F.elu(k) + 1) * key_mask[:, None, :, None].to(k.dtype)
+        q, k = F.elu(q) + 1, (F.elu(k) + 1) * (key_mask != 0)[:, None, :, None].to(k.dtype)
         if causal:
             state = torch.cumsum(k.unsqueeze(-1) * v.unsqueeze(-2), dim=2)          # [B, H, L, d, d]
             numerator = (q.unsqueeze(-2) @ state).squeeze(-2)

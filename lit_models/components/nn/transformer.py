@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -127,6 +128,15 @@ class Block(nn.Module):
         return x
 
 
+def restarting(segment_ids: torch.Tensor) -> torch.Tensor:
+    """[B, L] position of each token within its text (segment_ids as TransformerEncoder.forward takes them):
+    0 at each text's first token; the padding after a text continues its count."""
+    index = torch.arange(segment_ids.shape[1], device=segment_ids.device).expand_as(segment_ids)
+    previous = F.pad(segment_ids[:, :-1], (1, 0), value=-1)
+    starts = torch.where((segment_ids != previous) & (segment_ids != 0), index, torch.zeros_like(index))
+    return index - starts.cummax(dim=1).values
+
+
 class TransformerEncoder(nn.Module):
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
@@ -141,16 +151,18 @@ class TransformerEncoder(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.final_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps) if cfg.norm == "pre" else nn.Identity()
 
-    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
+              segment_ids: torch.Tensor | None = None) -> torch.Tensor:
         L = input_ids.shape[1]
         if L > self.cfg.max_position and self.cfg.position in ("learned", "sinusoidal"):
             raise ValueError(f"input of length {L} exceeds backbone.max_position={self.cfg.max_position} "
                              f"of position={self.cfg.position}; RoPE or none have no limit")
         x = self.token_embedding(input_ids)
+        positions = torch.arange(L, device=input_ids.device) if segment_ids is None else restarting(segment_ids)
         if self.position_embedding is not None:
-            x = x + self.position_embedding(torch.arange(L, device=input_ids.device))
+            x = x + self.position_embedding(positions)
         elif self.cfg.position == "sinusoidal":
-            x = x + self.sinusoids[:L].to(x.dtype)
+            x = x + self.sinusoids[positions].to(x.dtype)
         if token_type_ids is not None:
             x = x + self.type_embedding(token_type_ids)
         else:
@@ -158,12 +170,15 @@ class TransformerEncoder(nn.Module):
         return self.drop(self.embedding_norm(x))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None,
-                causal: bool = False) -> list[torch.Tensor]:
+                causal: bool = False, segment_ids: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Hidden states of the embedding layer and of every block, each [B, L, d] (the last one final-normed).
 
-        causal: position i attends only to positions ≤ i (a decoder / language model)."""
-        key_mask = attention_mask.bool()
-        hidden = [self.embed(input_ids, token_type_ids)]
+        causal: position i attends only to positions ≤ i (a decoder / language model).
+        segment_ids: [B, L] for rows that pack several texts, 1, 2, … per text and 0 at the padding: a token
+            attends only to tokens of its own text (attention.visible) and positions restart at 0 with each
+            text, so each text is encoded as if it were alone in its row."""
+        key_mask = attention_mask.long() if segment_ids is None else segment_ids
+        hidden = [self.embed(input_ids, token_type_ids, segment_ids)]
         for block in self.blocks:
             if self.cfg.recompute and self.training:
                 hidden.append(checkpoint(block, hidden[-1], key_mask, causal, use_reentrant=False))

@@ -36,21 +36,27 @@ class Lion(Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        """One update of every parameter with a gradient, as a few multi-tensor (foreach) kernels per group."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
             lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                grad = p.grad
-                state = self.state[p]
-                if not state:
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                m = state["exp_avg"]
-                update = torch.sign(beta1 * m + (1 - beta1) * grad)
-                p.mul_(1 - lr * wd).sub_(lr * update)
-                m.mul_(beta2).add_(grad, alpha=1 - beta2)
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            moments = [self.moment(p) for p in params]
+            updates = torch._foreach_lerp(moments, grads, 1 - beta1)          # β1·m + (1 − β1)·g
+            torch._foreach_sign_(updates)
+            torch._foreach_add_(updates, params, alpha=wd)                     # u + λ·θ
+            torch._foreach_sub_(params, updates, alpha=lr)
+            torch._foreach_lerp_(moments, grads, 1 - beta2)                    # β2·m + (1 − β2)·g
         return loss
+
+    def moment(self, p: torch.Tensor) -> torch.Tensor:
+        state = self.state[p]
+        if not state:
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state["exp_avg"]
