@@ -129,6 +129,9 @@ def test_cmrc_segmentation_splits_chinese_by_character_and_keeps_latin_words():
     assert mixed_segmentation("Hello World，我爱NLP 3.14") == ["hello", "world", "，", "我", "爱", "nlp", "3.14"]
     # removed punctuation does not end a run: "ω-force" is one word "ωforce", as in the official script
     assert mixed_segmentation("光荣和ω-force", remove_punctuation=True) == ["光", "荣", "和", "ωforce"]
+    # the runs between are nltk.word_tokenize's words, as in the official script
+    assert mixed_segmentation("23~28℃") == ["23", "~", "28℃"]
+    assert mixed_segmentation("Henry A. Walsh") == ["henry", "a.", "walsh"]
 
 
 @pytest.mark.parametrize("prediction, references, em, f1", [
@@ -139,6 +142,8 @@ def test_cmrc_segmentation_splits_chinese_by_character_and_keeps_latin_words():
     ("披头士", ["The Beatles band", "披头士乐队", " 披头士 "], 1.0, 1.0),  # any reference, stripped
     ("好…", ["好"], 0.0, 2 * (1 / 2) / (1 / 2 + 1)),                    # "……" in the list never matches "…"
     ("", ["北京"], 0.0, 0.0),
+    ("23~28", ["23~28℃"], 0.0, 0.0),            # nltk keeps "2328℃" one word: no common segment
+    ("Henry Walsh", ["Henry A. Walsh"], 0.0, 2 * (1 / 2) * (1 / 3) / (1 / 2 + 1 / 3)),  # henry | a. | walsh
 ])
 def test_cmrc_em_and_f1_on_hand_computed_cases(prediction, references, em, f1):
     assert cmrc_em(prediction, references) == em
