@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Training speed side by side, in one call on one GPU: the hub (default speed settings) against the hub with its
+# speedups switched off (speed=off), against other trainers on the same model, data and batch; one table per
+# section. Each row records its steady-state rate, its process wall time and its test metric.
+#
+#   bash benchmarks/speed.sh [section ...]     # sections: sts32 sts256 afqmc mlm (default: all four)
+#
+#   sts32   CoSENT bi-encoder, e5-small-zh, STS-B, batch 32, 5 epochs: hub, hub speed=off,
+#           sentence-transformers' trainer (benchmarks/st_cosent.py), a bare PyTorch loop (benchmarks/bare_loop.py)
+#   sts256  the same at batch 256: hub, hub speed=off
+#   afqmc   classifier, e5-small-zh, AFQMC, batch 32, max length 128, 1 epoch: hub, hub speed=off, the Hugging
+#           Face Trainer (benchmarks/hf_trainer_classifier.py)
+#   mlm     masked LM, backbone=scratch_base, packed rows of 128 tokens vs one sentence per row, and the card's
+#           bf16 matmul peak (benchmarks/matmul_peak.py) for the MFU
+#
+# Needs HUB_DATA_DIR and $HUB_MODELS_DIR/e5-small-zh. Rows land in $BENCH_DIR/speed/<section>/<row>/.
+set -uo pipefail
+out=${BENCH_DIR:-outputs/benchmarks}/speed
+models=${HUB_MODELS_DIR:-models}
+e5=$models/e5-small-zh
+sts="experiment=cosent_vs_sbert backbone=pretrained data=stsb trainer=gpu logger=csv callbacks.throughput.warmup_batches=20"
+afqmc="experiment=clue/afqmc backbone=pretrained trainer=gpu logger=csv trainer.max_epochs=1 callbacks.throughput.warmup_batches=20"
+
+row() {  # row SECTION NAME COMMAND...: run COMMAND, keep its output and its process wall time
+  local dir=$out/$1/$2
+  shift 2
+  mkdir -p "$dir"
+  local t0
+  t0=$(date +%s.%N)
+  timeout "${ROW_TIMEOUT:-300}" "$@" > "$dir/log.txt" 2>&1
+  local rc=$?
+  echo "$(python3 -c "print(round($(date +%s.%N) - $t0, 1))") $rc" > "$dir/process.txt"
+}
+hub() {  # hub SECTION NAME OVERRIDES...
+  local section=$1 name=$2
+  shift 2
+  row "$section" "$name" python3 run.py hydra.run.dir="$out/$section/$name" "$@"
+}
+
+for section in ${@:-sts32 sts256 afqmc mlm}; do
+  case $section in
+    sts32)
+      row sts32 sentence_transformers python3 benchmarks/st_cosent.py --model "$e5" --data "$HUB_DATA_DIR/stsb_zh" \
+          --out "$out/sts32/sentence_transformers/result.json"
+      hub sts32 hub $sts
+      hub sts32 hub_speed_off $sts speed=off
+      row sts32 bare_loop python3 benchmarks/bare_loop.py --model "$e5" --data "$HUB_DATA_DIR/stsb_zh" \
+          --out "$out/sts32/bare_loop/result.json" ;;
+    sts256)
+      hub sts256 hub $sts data.batch_size=256
+      hub sts256 hub_speed_off $sts data.batch_size=256 speed=off ;;
+    afqmc)
+      hub afqmc hub $afqmc
+      hub afqmc hub_speed_off $afqmc speed=off
+      row afqmc hf_trainer python3 benchmarks/hf_trainer_classifier.py --model "$e5" \
+          --data "$HUB_DATA_DIR/afqmc" --out "$out/afqmc/hf_trainer/result.json" ;;
+    mlm)
+      row mlm matmul_peak python3 benchmarks/matmul_peak.py --out "$out/mlm/matmul_peak/result.json"
+      hub mlm packed task=masked_lm data=corpus backbone=scratch_base trainer=gpu logger=csv ;;
+    *) echo "unknown section $section" >&2; exit 2 ;;
+  esac
+  python3 benchmarks/speed_table.py "$out/$section"
+done
