@@ -89,6 +89,7 @@ def train(cfg: DictConfig, results: dict) -> None:
     callbacks = {name: instantiate(c) for name, c in (cfg.get("callbacks") or {}).items()}
     trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=list(callbacks.values()))
     results["loggers"], results["global_zero"], results["trainer"] = loggers, trainer.is_global_zero, trainer
+    results["parameters"] = sum(p.numel() for p in model.parameters())
     for logger in loggers:
         logger.log_hyperparams(flatten(cfg))
     if cfg.train:

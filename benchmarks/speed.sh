@@ -10,8 +10,9 @@
 #   sts256  the same at batch 256: hub, hub speed=off
 #   afqmc   classifier, e5-small-zh, AFQMC, batch 32, max length 128, 1 epoch: hub, hub speed=off, the Hugging
 #           Face Trainer (benchmarks/hf_trainer_classifier.py)
-#   mlm     masked LM, backbone=scratch_base, packed rows of 128 tokens vs one sentence per row, and the card's
-#           bf16 matmul peak (benchmarks/matmul_peak.py) for the MFU
+#   mlm     masked LM, backbone=scratch_base, batch 256 rows of up to 128 tokens, MLM_STEPS steps (600): packed
+#           rows vs one sentence per row, validation every 200 steps; MFU = 6 · parameters · tokens/s over the
+#           card's bf16 matmul rate measured in the same call (benchmarks/matmul_peak.py)
 #
 # Needs HUB_DATA_DIR and $HUB_MODELS_DIR/e5-small-zh. Rows land in $BENCH_DIR/speed/<section>/<row>/.
 set -uo pipefail
@@ -19,6 +20,9 @@ out=${BENCH_DIR:-outputs/benchmarks}/speed
 models=${HUB_MODELS_DIR:-models}
 e5=$models/e5-small-zh
 sts="experiment=cosent_vs_sbert backbone=pretrained data=stsb trainer=gpu logger=csv callbacks.throughput.warmup_batches=20"
+mlm="task=masked_lm loss=lm data=corpus backbone=scratch_base trainer=gpu logger=csv data.batch_size=256 \
+     trainer.max_steps=${MLM_STEPS:-600} trainer.val_check_interval=200 trainer.check_val_every_n_epoch=null \
+     callbacks.throughput.warmup_batches=20"
 afqmc="experiment=clue/afqmc backbone=pretrained trainer=gpu logger=csv trainer.max_epochs=1 callbacks.throughput.warmup_batches=20"
 
 row() {  # row SECTION NAME COMMAND...: run COMMAND, keep its output and its process wall time
@@ -56,7 +60,8 @@ for section in ${@:-sts32 sts256 afqmc mlm}; do
           --data "$HUB_DATA_DIR/afqmc" --out "$out/afqmc/hf_trainer/result.json" ;;
     mlm)
       row mlm matmul_peak python3 benchmarks/matmul_peak.py --out "$out/mlm/matmul_peak/result.json"
-      hub mlm packed task=masked_lm data=corpus backbone=scratch_base trainer=gpu logger=csv ;;
+      hub mlm packed $mlm data.packing=true
+      hub mlm one_sentence_per_row $mlm data.packing=false ;;
     *) echo "unknown section $section" >&2; exit 2 ;;
   esac
   python3 benchmarks/speed_table.py "$out/$section"

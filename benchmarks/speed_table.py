@@ -29,10 +29,22 @@ def row(folder: Path) -> dict:
     return out
 
 
+def add_mfu(rows: list[dict], section: Path) -> None:
+    """MFU of each hub row, 6 · parameters · tokens/s over the peak that matmul_peak measured in the section."""
+    peak = next((r["tflops"] for r in rows if r.get("tflops")), None)
+    for r in rows:
+        folder = section / r["row"]
+        if peak and (folder / "results.json").exists() and r.get("tokens_per_s"):
+            parameters = json.loads((folder / "results.json").read_text()).get("parameters")
+            if parameters:
+                r["mfu"] = f"{100 * 6 * parameters * r['tokens_per_s'] / (peak * 1e12):.1f} %"
+
+
 def main(section: Path) -> None:
     rows = [row(f) for f in sorted(p for p in section.iterdir() if p.is_dir())]
+    add_mfu(rows, section)
     columns = ["row", "examples_per_s", "tokens_per_s", "train_s", "data_wait_s", "process_s", "metric", "path",
-               "tflops", "exit"]
+               "tflops", "mfu", "exit"]
     columns = [c for c in columns if any(r.get(c) not in (None, "") for r in rows)]
     lines = [f"## {section.name}", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows]
