@@ -3,7 +3,7 @@
 # speedups switched off (speed=off), against other trainers on the same model, data and batch; one table per
 # section. Each row records its steady-state rate, its process wall time and its test metric.
 #
-#   bash benchmarks/speed.sh [section ...]     # sections: sts32 sts256 afqmc mlm (default: all four)
+#   bash benchmarks/speed.sh [section ...]     # sections: sts32 sts256 afqmc mlm profile (default: the first four)
 #
 #   sts32   CoSENT bi-encoder, e5-small-zh, STS-B, batch 32, 5 epochs: hub, hub speed=off,
 #           sentence-transformers' trainer (benchmarks/st_cosent.py), a bare PyTorch loop (benchmarks/bare_loop.py)
@@ -13,6 +13,8 @@
 #   mlm     masked LM, backbone=scratch_base, batch 256 rows of up to 128 tokens, MLM_STEPS steps (600): packed
 #           rows vs one sentence per row, validation every 200 steps; MFU = 6 · parameters · tokens/s over the
 #           card's bf16 matmul rate measured in the same call (benchmarks/matmul_peak.py)
+#   profile torch.profiler over steady-state steps of the sts32 and sts256 hub rows (benchmarks/profile_step.py):
+#           time per step against the device's busy time, and the top operations on each side
 #
 # Needs HUB_DATA_DIR and $HUB_MODELS_DIR/e5-small-zh. Rows land in $BENCH_DIR/speed/<section>/<row>/.
 set -uo pipefail
@@ -62,6 +64,14 @@ for section in ${@:-sts32 sts256 afqmc mlm}; do
       row mlm matmul_peak python3 benchmarks/matmul_peak.py --out "$out/mlm/matmul_peak/result.json"
       hub mlm packed $mlm data.packing=true
       hub mlm one_sentence_per_row $mlm data.packing=false ;;
+    profile)
+      mkdir -p "$out/profile"
+      python3 benchmarks/profile_step.py $sts trainer.max_epochs=2 --start 200 --steps 50 \
+          --out "$out/profile/sts32.txt" > "$out/profile/sts32.log" 2>&1
+      python3 benchmarks/profile_step.py $sts data.batch_size=256 --start 40 --steps 20 \
+          --out "$out/profile/sts256.txt" > "$out/profile/sts256.log" 2>&1
+      head -1 "$out"/profile/*.txt
+      continue ;;
     *) echo "unknown section $section" >&2; exit 2 ;;
   esac
   python3 benchmarks/speed_table.py "$out/$section"

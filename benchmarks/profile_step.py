@@ -1,0 +1,81 @@
+"""Where a hub run's training steps spend their time: torch.profiler over steady-state steps of one run.
+
+Composes the run's config from the overrides given, trains it with a callback that profiles training batches
+[start, start + steps) (after graph recording and warm-up), and prints the top operations by device time and
+by host time, plus the mean step time on each side. The same overrides as `python run.py`:
+
+    python benchmarks/profile_step.py experiment=cosent_vs_sbert backbone=pretrained data=stsb trainer=gpu \
+        logger=none trainer.max_epochs=1 --start 60 --steps 30 --out profile.txt
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from run import build
+from tests.conftest import compose_config
+
+
+def synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+class ProfileSteps(L.Callback):
+    """torch.profiler over training batches [start, start + steps)."""
+
+    def __init__(self, start: int, steps: int):
+        self.start, self.steps, self.profiler = start, steps, None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.start and self.profiler is None:
+            synchronize()
+            self.profiler = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+            self.profiler.__enter__()
+            self.started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.profiler is not None and trainer.global_step == self.start + self.steps:
+            synchronize()
+            self.wall_s = time.perf_counter() - self.started
+            self.profiler.__exit__(None, None, None)
+            self.report, self.profiler = self.profiler.key_averages(), None
+            trainer.should_stop = True
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--start", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--out", default="profile.txt")
+    args = parser.parse_args()
+    cfg = compose_config(*args.overrides, "logger=none", "test=false", output_dir="/tmp/profile_step")
+    L.seed_everything(cfg.seed)
+    datamodule, model = build(cfg)
+    callbacks = [instantiate(c) for c in cfg.callbacks.values()]
+    profiler = ProfileSteps(args.start, args.steps)
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=[*callbacks, profiler])
+    trainer.fit(model, datamodule=datamodule)
+    events = profiler.report
+    device_ms = sum(e.self_device_time_total for e in events) / args.steps / 1000
+    wall_ms = 1000 * profiler.wall_s / args.steps
+    summary = (f"{args.steps} steps from step {args.start}: {wall_ms:.2f} ms per step (profiled), of which the "
+               f"device is busy {device_ms:.2f} ms; speed path {model.speed_summary()}")
+    lines = [summary,
+             events.table(sort_by="self_device_time_total", row_limit=25),
+             events.table(sort_by="self_cpu_time_total", row_limit=25)]
+    Path(args.out).write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
