@@ -181,11 +181,12 @@ class SplitFilesDataModule(L.LightningDataModule):
         length = self.padded_length(max(len(row["input_ids"]) for row in rows))
         return pad_batch(rows, self.fill, length) | fields
 
-    def buckets(self, split: str) -> list[int]:
-        """The padded length of each example of `split` alone: its bucket under bucket_by_length."""
+    def buckets(self, split: str, width: int = 16) -> list[int]:
+        """The bucket of each example of `split` under bucket_by_length: its length rounded up to a multiple of
+        pad_to_multiple_of (`width` when that is None)."""
         dataset = self.datasets[split]
-        return [self.padded_length(max(len(row["input_ids"]) for row in self.rows([dataset[i]])[0]))
-                for i in range(len(dataset))]
+        return [padded_length(max(len(row["input_ids"]) for row in self.rows([dataset[i]])[0]),
+                              self.pad_to_multiple_of or width, self.max_length) for i in range(len(dataset))]
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         common = {"collate_fn": self.collate, "num_workers": self.num_workers,

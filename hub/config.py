@@ -29,6 +29,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("axis_tags", lambda: [f"{k}={v}" for k, v in axis_choices().items()])
     if not OmegaConf.has_resolver("auto_precision"):  # trainer/default.yaml: precision: ${auto_precision:}
         OmegaConf.register_new_resolver("auto_precision", auto_precision)
+    if not OmegaConf.has_resolver("on_cuda"):  # speed/default.yaml: pad_to_multiple_of: ${on_cuda:16,...}
+        OmegaConf.register_new_resolver("on_cuda", on_cuda)
 
 
 def auto_precision(accelerator: str = "auto") -> str:
@@ -38,6 +40,14 @@ def auto_precision(accelerator: str = "auto") -> str:
 
     on_gpu = str(accelerator) in ("auto", "gpu", "cuda") and torch.cuda.is_available()
     return "bf16-mixed" if on_gpu and torch.cuda.is_bf16_supported() else "32-true"
+
+
+def on_cuda(value, accelerator: str = "auto"):
+    """`value` when the run will be on a CUDA GPU, else None: a setting that only pays there (padding batches
+    to recurring shapes for CUDA graphs costs a CPU run compute and gains it nothing)."""
+    import torch
+
+    return value if str(accelerator) in ("auto", "gpu", "cuda") and torch.cuda.is_available() else None
 
 
 def wandb_run_id(ckpt_path: str | None, output_dir: str) -> str:

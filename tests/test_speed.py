@@ -70,7 +70,8 @@ def test_speed_off_trains_eagerly_and_results_record_the_path(tmp_path, data_dir
     off, = results_of(tmp_path / "off")
     on, = results_of(tmp_path / "on")
     assert off["speed"] == {"path": "eager", "pad_to_multiple_of": None, "bucket_by_length": False}
-    assert on["speed"] == {"path": "eager", "pad_to_multiple_of": 16, "bucket_by_length": True}  # no GPU here
+    padding = 16 if torch.cuda.is_available() else None   # padding to recurring shapes pays only for CUDA graphs
+    assert on["speed"] == {"path": "eager", "pad_to_multiple_of": padding, "bucket_by_length": True}
     assert off["choices"]["speed"] == "off" and on["choices"]["speed"] == "default"
     assert on["throughput"]["train_examples"] == off["throughput"]["train_examples"]
 
