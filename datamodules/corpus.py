@@ -244,17 +244,19 @@ def pack(rows: list[list[int]], max_length: int) -> list[dict[str, list[int]]]:
     return packed + ([{"input_ids": ids, "segment_ids": segments}] if ids else [])
 
 
-def masked_positions(labels: torch.Tensor, multiple_of: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """(positions [B, K], their labels [B, K]) of the predicted tokens of each row, K the most of any row rounded
-    up to a multiple of `multiple_of` (few distinct shapes), at most the row length; rows with fewer point at position 0 with label
-    IGNORE_INDEX. The task gathers the hidden states there: no boolean indexing, so no wait for the GPU."""
-    predicted = labels != IGNORE_INDEX
-    counts = predicted.sum(1)
-    K = min(max(1, -(-int(counts.max()) // multiple_of) * multiple_of), labels.shape[1])
-    order = torch.argsort((~predicted).to(torch.int8), dim=1, stable=True)[:, :K]   # predicted positions first
-    keep = torch.arange(K)[None, :] < counts[:, None]
-    positions = torch.where(keep, order, torch.zeros_like(order))
-    return positions, torch.where(keep, labels.gather(1, order), torch.full_like(order, IGNORE_INDEX))
+def masked_positions(labels: torch.Tensor, multiple_of: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positions [M], labels [M]) of the batch's predicted tokens, positions as flat indices into its B·L tokens,
+    M their count rounded up to a multiple of `multiple_of` (few distinct shapes, at most multiple_of − 1 unused
+    slots, which point at token 0 with label IGNORE_INDEX). Counted here on the host, so the task gathers the
+    hidden states there without boolean indexing, which would wait for the GPU."""
+    flat = labels.flatten()
+    predicted = (flat != IGNORE_INDEX).nonzero().flatten()
+    slots = max(multiple_of, -(-len(predicted) // multiple_of) * multiple_of)
+    positions = torch.zeros(slots, dtype=torch.long)
+    positions[:len(predicted)] = predicted
+    targets = torch.full((slots,), IGNORE_INDEX, dtype=flat.dtype)
+    targets[:len(predicted)] = flat[predicted]
+    return positions, targets
 
 
 class CorpusDataModule(SplitFilesDataModule):
@@ -264,8 +266,8 @@ class CorpusDataModule(SplitFilesDataModule):
     never a special token ([CLS], [SEP], [PAD], [UNK], [MASK]), 80% [MASK] / 10% random / 10% kept
     (`mask_tokens`). Valid/test are masked once at setup with `eval_seed`, so every validation scores the
     same predictions. A batch: `input_ids`, `attention_mask` [B, L], `labels` [B, L] (-100 where not
-    predicted) and the predicted positions with their labels, `masked_positions` and `masked_labels` [B, K]
-    (`masked_positions`). With `packing`, training rows hold several sentences each (`pack`), with
+    predicted) and the predicted tokens' flat positions with their labels, `masked_positions` and
+    `masked_labels` [M] (`masked_positions`). With `packing`, training rows hold several sentences each (`pack`), with
     `segment_ids` [B, L] that keep them apart in attention and restart their positions (TransformerEncoder). Sentences of [CLS] [SEP] only (nothing to predict) are left out at setup. A split is made of
     every source file, so each split needs them all on disk.
 

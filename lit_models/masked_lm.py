@@ -53,20 +53,18 @@ class MaskedLM(TaskModule):
         return {"accuracy": MulticlassAccuracy(num_classes=vocab, average="micro")}
 
     def masked_logits(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits [B·K, V], labels [B·K]) at the batch's `masked_positions` [B, K] (datamodules/corpus.py):
-        a gather of fixed shape rather than boolean indexing, so the step never waits for the GPU. Unused
-        slots carry the label ignore_index, which neither the loss nor the accuracy counts."""
+        """(logits [M, V], labels [M]) at the batch's `masked_positions` [M] (datamodules/corpus.py): flat indices
+        counted on the host, so nothing here waits for the GPU as boolean indexing would. The few unused slots
+        carry the label ignore_index, which neither the loss nor the accuracy counts."""
         hidden = self.backbone(batch["input_ids"], batch["attention_mask"], segment_ids=batch.get("segment_ids"))[-1]
-        positions = batch["masked_positions"]
-        at_masks = hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))
-        logits = self.head(at_masks.flatten(0, 1), self.backbone.encoder.token_embedding.weight)
-        return logits, batch["masked_labels"].flatten()
+        at_masks = hidden.flatten(0, 1)[batch["masked_positions"]]
+        return self.head(at_masks, self.backbone.encoder.token_embedding.weight), batch["masked_labels"]
 
     def step(self, batch, stage: str) -> Step:
         logits, labels = self.masked_logits(batch)
         predicted = labels != self.loss.ignore_index
         if stage == "train":   # the logged mean weighs batches by rows: counting labels would wait for the GPU
-            return Step(self.loss(logits, labels), size=len(batch["masked_positions"]))
+            return Step(self.loss(logits, labels), size=len(batch["input_ids"]))
         return Step(self.loss(logits, labels), (logits[predicted], labels[predicted]), int(predicted.sum()))
 
     def best_encoder_state(self) -> dict[str, torch.Tensor]:

@@ -227,11 +227,11 @@ def test_mlm_head_is_dense_act_layernorm_then_the_tied_embedding():
     input_ids = torch.tensor([[101, 2769, 4263, 103, 102, 0]])
     labels = torch.tensor([[-100, -100, -100, 1266, -100, -100]])           # 1266 is in no input
     batch = {"input_ids": input_ids, "attention_mask": (input_ids > 0).long(), "labels": labels}
-    batch["masked_positions"], batch["masked_labels"] = masked_positions(labels)   # K = 6 slots (the row), 1 used
+    batch["masked_positions"], batch["masked_labels"] = masked_positions(labels)   # 64 slots, 1 used
     logits, targets = model.masked_logits(batch)
     last = backbone(batch["input_ids"], batch["attention_mask"])[-1]
     assert torch.allclose(logits[:1], head(last[0, 3:4], embedding), atol=1e-5)
-    assert targets.tolist() == [1266] + [-100] * 5
+    assert targets.tolist() == [1266] + [-100] * 63
     model.loss(logits, targets).backward()
     assert embedding.grad[1266].abs().sum() > 0                              # the output side trains E too
 
