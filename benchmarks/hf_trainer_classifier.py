@@ -13,6 +13,7 @@ import json
 import time
 from pathlib import Path
 
+from benchmarks.steady_rate import SteadyRate
 from text.files import find_file, open_text
 
 PREFIX = "query: "
@@ -35,13 +36,11 @@ def main():
     args = parser.parse_args()
 
     import numpy as np
-    import torch
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
         DataCollatorWithPadding,
         Trainer,
-        TrainerCallback,
         TrainingArguments,
     )
 
@@ -53,18 +52,7 @@ def main():
         encoded = tokenizer(first, second, max_length=128, truncation=True)
         return [{key: encoded[key][n] for key in encoded} | {"labels": y} for n, y in enumerate(labels)]
 
-    class SteadyRate(TrainerCallback):
-        def on_step_end(self, targs, state, control, **kw):
-            if state.global_step == args.warmup_batches:
-                torch.cuda.synchronize()
-                self.start, self.steps = time.perf_counter(), state.global_step
-
-        def on_train_end(self, targs, state, control, **kw):
-            torch.cuda.synchronize()
-            self.seconds = time.perf_counter() - self.start
-            self.examples = (state.global_step - self.steps) * args.batch_size
-
-    rate = SteadyRate()
+    rate = SteadyRate(args.batch_size, args.warmup_batches)
     training = TrainingArguments(
         output_dir="/tmp/hf_trainer", per_device_train_batch_size=args.batch_size, per_device_eval_batch_size=256,
         num_train_epochs=args.epochs, learning_rate=2e-5, lr_scheduler_type="constant",
@@ -75,8 +63,7 @@ def main():
                       compute_metrics=lambda p: {"accuracy": float((np.argmax(p.predictions, -1) == p.label_ids).mean())})
     trainer.train()
     accuracy = trainer.evaluate()["eval_accuracy"]
-    result = {"examples_per_s": round(rate.examples / rate.seconds, 1), "train_time_s": round(rate.seconds, 2),
-              "dev_accuracy": accuracy, "wall_time_s": round(time.perf_counter() - started, 2)}
+    result = rate.result() | {"dev_accuracy": accuracy, "wall_time_s": round(time.perf_counter() - started, 2)}
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
 

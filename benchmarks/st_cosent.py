@@ -12,6 +12,7 @@ import json
 import time
 from pathlib import Path
 
+from benchmarks.steady_rate import SteadyRate
 from datamodules.sts import read_pairs
 from text.files import find_file
 
@@ -29,7 +30,6 @@ def main():
     parser.add_argument("--warmup-batches", type=int, default=20)
     args = parser.parse_args()
 
-    import torch
     from datasets import Dataset
     from sentence_transformers import (
         SentenceTransformer,
@@ -39,7 +39,6 @@ def main():
     from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator
     from sentence_transformers.losses import CoSENTLoss
     from sentence_transformers.models import Pooling, Transformer
-    from transformers import TrainerCallback
 
     def split(name):
         pairs = read_pairs(find_file(Path(args.data) / f"STS-B.{name}.data"), 5)
@@ -51,21 +50,7 @@ def main():
     first, second, labels = split("train")
     train = Dataset.from_dict({"sentence1": first, "sentence2": second, "score": labels})
 
-    class SteadyRate(TrainerCallback):
-        """Examples/s after the first `warmup` optimizer steps."""
-        start = None
-
-        def on_step_end(self, targs, state, control, **kw):
-            if state.global_step == args.warmup_batches:
-                torch.cuda.synchronize()
-                self.start, self.steps = time.perf_counter(), state.global_step
-
-        def on_train_end(self, targs, state, control, **kw):
-            torch.cuda.synchronize()
-            self.seconds = time.perf_counter() - self.start
-            self.examples = (state.global_step - self.steps) * args.batch_size
-
-    rate = SteadyRate()
+    rate = SteadyRate(args.batch_size, args.warmup_batches)
     training = SentenceTransformerTrainingArguments(
         output_dir="/tmp/st_cosent", per_device_train_batch_size=args.batch_size, num_train_epochs=args.epochs,
         learning_rate=2e-5, lr_scheduler_type="constant", warmup_ratio=0.0, weight_decay=0.01, bf16=True,
@@ -76,8 +61,7 @@ def main():
     trainer.train()
     test = EmbeddingSimilarityEvaluator(*split("test"), main_similarity="cosine", name="test")(model)
     spearman = next(v for k, v in test.items() if "spearman" in k and "cosine" in k)
-    result = {"examples_per_s": round(rate.examples / rate.seconds, 1), "train_time_s": round(rate.seconds, 2),
-              "test_spearman": spearman, "wall_time_s": round(time.perf_counter() - started, 2)}
+    result = rate.result() | {"test_spearman": spearman, "wall_time_s": round(time.perf_counter() - started, 2)}
     Path(args.out).write_text(json.dumps(result, indent=1))
     print(json.dumps(result))
 

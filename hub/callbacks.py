@@ -102,7 +102,7 @@ class NonFiniteGuard(L.Callback):
 
     The loss is checked on the device at every backward, so accumulated micro-batches are covered too. How a
     bad step is dropped depends on the optimizer:
-    - one that skips its update on the device when told `found_inf` (fused AdamW, Lion; what GradScaler uses):
+    - one that skips its update on the device when told `found_inf` (torch's fused AdamW, the hub's default on CUDA; what GradScaler uses):
       the verdict goes to the optimizer as a device tensor, and the host reads it one step later, when the GPU
       is done with it. No step waits for the GPU, and the bad step changes no parameter or moment either way;
       a stop is raised at the next step (or at the epoch's end), naming the bad one.
@@ -205,10 +205,10 @@ def problem_of(verdict: torch.Tensor) -> str | None:
 
 
 def skips_on_device(optimizer, trainer) -> bool:
-    """Whether `optimizer` drops a step on the device when its `found_inf` is 1: torch's fused AdamW and the
-    optimizers here that say so (`skips_found_inf`). Not under a GradScaler, which sets found_inf itself."""
+    """Whether `optimizer` drops a step on the device when its `found_inf` is 1: torch's fused optimizers (AdamW
+    here). Not under a GradScaler, which sets found_inf itself."""
     if getattr(optimizer, "handles_non_finite", False) or str(trainer.precision).startswith("16"):
         return False
     if trainer.strategy.root_device.type != "cuda":
         return False
-    return bool(optimizer.defaults.get("fused")) or getattr(optimizer, "skips_found_inf", False)
+    return bool(optimizer.defaults.get("fused"))
