@@ -51,35 +51,64 @@ class Tiger(Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        """One update of every parameter with a gradient: multi-tensor (foreach) kernels per group, plus one
+        `where` per parameter that keeps the guard's choice on the device (no host sync)."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            beta, k, s = group["beta"], group["grad_accum_steps"], group["shrink_ratio"]
-            centre = 1.0 if group["norm_gain"] else 0.0
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
-                t, m = state["step"], state["exp_avg"]
-                # A 0-d tensor, not a Python bool: no host sync per parameter on GPU.
-                finite = torch.isfinite(p.grad).all()
-
-                decay = beta if (t - 1) % k == 0 else 1.0
-                m.copy_(torch.where(finite, decay * m + (1 - beta) / k * p.grad, m))
-
-                if t % k == 0:
-                    if p.ndim >= 2:
-                        lr, wd = group["lr"] * p.pow(2).mean().sqrt(), group["weight_decay"]
-                    else:
-                        lr, wd = 0.5 * group["lr"], 0.0
-                    updated = p - lr * (torch.sign(m) + wd * p)
-                else:
-                    updated = p
-                p.copy_(torch.where(finite, updated, (p - centre) * s + centre))
+            for t, params in self.params_by_step(group).items():
+                self.update(group, t, params)
         return loss
+
+    def params_by_step(self, group: dict) -> dict[int, list[torch.Tensor]]:
+        """The group's parameters with a gradient by their step count after this step (one count, unless some
+        parameters missed earlier steps)."""
+        by_step: dict[int, list[torch.Tensor]] = {}
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            state = self.state[p]
+            if not state:
+                state["step"] = 0
+                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["step"] += 1
+            by_step.setdefault(state["step"], []).append(p)
+        return by_step
+
+    def update(self, group: dict, t: int, params: list[torch.Tensor]) -> None:
+        beta, k, s = group["beta"], group["grad_accum_steps"], group["shrink_ratio"]
+        grads = [p.grad for p in params]
+        moments = [self.state[p]["exp_avg"] for p in params]
+        # max |g| is NaN or inf exactly when g holds a NaN or an inf (a sum of squares could overflow)
+        finite = torch.isfinite(torch.stack(torch._foreach_norm(grads, float("inf")))).unbind()
+
+        decay = beta if (t - 1) % k == 0 else 1.0
+        candidate = torch._foreach_mul(moments, decay)
+        torch._foreach_add_(candidate, grads, alpha=(1 - beta) / k)
+        torch._foreach_copy_(moments, [torch.where(f, c, m) for f, c, m in zip(finite, candidate, moments)])
+
+        centre = 1.0 if group["norm_gain"] else 0.0
+        fallback = torch._foreach_mul(params, s)                       # (θ − c)·s + c
+        torch._foreach_add_(fallback, centre * (1 - s))
+        updated = [p.clone() for p in params] if t % k else self.moved(group, params, moments)
+        torch._foreach_copy_(params, [torch.where(f, u, b) for f, u, b in zip(finite, updated, fallback)])
+
+    @staticmethod
+    def moved(group: dict, params: list[torch.Tensor], moments: list[torch.Tensor]) -> list[torch.Tensor]:
+        """θ − η·(sign(m) + λ·θ): kernels with η = α·RMS(θ) = α·‖θ‖/√n and the group's λ, vectors with α/2, λ = 0."""
+        alpha, wd = group["lr"], group["weight_decay"]
+        updates = torch._foreach_sign(moments)
+        kernels = [(u, p) for u, p in zip(updates, params) if p.ndim >= 2]
+        vectors = [u for u, p in zip(updates, params) if p.ndim < 2]
+        if kernels:
+            k_updates, k_params = (list(part) for part in zip(*kernels))
+            steps = torch._foreach_div(torch._foreach_norm(k_params), [p.numel() ** 0.5 for p in k_params])
+            torch._foreach_mul_(steps, alpha)
+            if wd:
+                torch._foreach_add_(k_updates, k_params, alpha=wd)
+            torch._foreach_mul_(k_updates, steps)
+        if vectors:
+            torch._foreach_mul_(vectors, 0.5 * alpha)
+        return torch._foreach_sub(params, updates)
