@@ -2,7 +2,9 @@
 
 Composes the run's config from the overrides given, trains it with a callback that profiles training batches
 [start, start + steps) (after graph recording and warm-up), and prints the top operations by device time and
-by host time, plus the mean step time on each side. The same overrides as `python run.py`:
+by host time, plus the mean step time on each side; then Python's cProfile over as many steps after those (the
+Lightning loop, callbacks, collate: host work torch.profiler names only by the operations it launches), by
+cumulative and by own time. The same overrides as `python run.py`:
 
     python benchmarks/profile_step.py experiment=cosent_vs_sbert backbone=pretrained data=stsb trainer=gpu \
         logger=none trainer.max_epochs=1 --start 60 --steps 30 --out profile.txt
@@ -10,6 +12,9 @@ by host time, plus the mean step time on each side. The same overrides as `pytho
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
+import pstats
 import sys
 import time
 from pathlib import Path
@@ -30,10 +35,11 @@ def synchronize() -> None:
 
 
 class ProfileSteps(L.Callback):
-    """torch.profiler over training batches [start, start + steps)."""
+    """torch.profiler over training batches [start, start + steps), then cProfile over the next `steps`."""
 
     def __init__(self, start: int, steps: int):
         self.start, self.steps, self.profiler = start, steps, None
+        self.python, self.python_wall_s = None, None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if trainer.global_step == self.start and self.profiler is None:
@@ -48,7 +54,19 @@ class ProfileSteps(L.Callback):
             self.wall_s = time.perf_counter() - self.started
             self.profiler.__exit__(None, None, None)
             self.report, self.profiler = self.profiler.key_averages(), None
+            self.python = cProfile.Profile()
+            self.started = time.perf_counter()
+            self.python.enable()
+        elif self.python is not None and trainer.global_step == self.start + 2 * self.steps:
+            self.python.disable()
+            synchronize()
+            self.python_wall_s = time.perf_counter() - self.started
             trainer.should_stop = True
+
+    def python_table(self, sort: str, limit: int = 45) -> str:
+        text = io.StringIO()
+        pstats.Stats(self.python, stream=text).sort_stats(sort).print_stats(limit)
+        return text.getvalue()
 
 
 def main():
@@ -73,6 +91,10 @@ def main():
     lines = [summary,
              events.table(sort_by="self_device_time_total", row_limit=25),
              events.table(sort_by="self_cpu_time_total", row_limit=25)]
+    if profiler.python_wall_s is not None:
+        lines += [f"cProfile over the next {args.steps} steps: {1000 * profiler.python_wall_s / args.steps:.2f} ms "
+                  f"per step (cProfile's own cost included)",
+                  profiler.python_table("cumulative"), profiler.python_table("tottime", 30)]
     Path(args.out).write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -13,8 +13,9 @@
 #   mlm     masked LM, backbone=scratch_base, batch 256 rows of up to 128 tokens, MLM_STEPS steps (600): packed
 #           rows vs one sentence per row, validation every 200 steps; MFU = 6 · parameters · tokens/s over the
 #           card's bf16 matmul rate measured in the same call (benchmarks/matmul_peak.py)
-#   profile torch.profiler over steady-state steps of the sts32 and sts256 hub rows (benchmarks/profile_step.py):
-#           time per step against the device's busy time, and the top operations on each side
+#   profile torch.profiler over steady-state steps of the sts32, sts256 and packed mlm hub rows
+#           (benchmarks/profile_step.py): time per step against the device's busy time, the top operations on
+#           each side, and cProfile's view of the host (loop, callbacks, collate) over the steps after those
 #
 # Needs HUB_DATA_DIR and $HUB_MODELS_DIR/e5-small-zh. Rows land in $BENCH_DIR/speed/<section>/<row>/.
 set -uo pipefail
@@ -68,8 +69,10 @@ for section in ${@:-sts32 sts256 afqmc mlm}; do
       mkdir -p "$out/profile"
       python3 benchmarks/profile_step.py $sts trainer.max_epochs=2 --start 200 --steps 50 \
           --out "$out/profile/sts32.txt" > "$out/profile/sts32.log" 2>&1
-      python3 benchmarks/profile_step.py $sts data.batch_size=256 --start 40 --steps 20 \
+      python3 benchmarks/profile_step.py $sts data.batch_size=256 --start 44 --steps 9 \
           --out "$out/profile/sts256.txt" > "$out/profile/sts256.log" 2>&1
+      python3 benchmarks/profile_step.py $mlm data.packing=true --start 60 --steps 20 \
+          --out "$out/profile/mlm.txt" > "$out/profile/mlm.log" 2>&1
       head -1 "$out"/profile/*.txt
       continue ;;
     *) echo "unknown section $section" >&2; exit 2 ;;
