@@ -7,7 +7,7 @@ from hydra.utils import instantiate
 from torch import nn
 
 from lit_models.base import parameter_groups
-from lit_models.components.optim import Lion, Tiger
+from lit_models.components.optim import Adafactor, Lion, Tiger
 from lit_models.components.schedules import (
     constant,
     cosine,
@@ -18,6 +18,10 @@ from tests.conftest import CONF_DIR, compose_config
 
 OPTIMIZERS = sorted(p.stem for p in (CONF_DIR / "optimizer").glob("*.yaml"))
 SCHEDULERS = sorted(p.stem for p in (CONF_DIR / "scheduler").glob("*.yaml"))
+
+
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device")])]
 
 
 def param(values):
@@ -195,18 +199,19 @@ def tiger_per_parameter_step(optimizer: Tiger) -> None:
             p.copy_(torch.where(finite, updated, (p - centre) * s + centre))
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("k", [1, 2])
-def test_tiger_multi_tensor_step_equals_the_per_parameter_update(k):
+def test_tiger_multi_tensor_step_equals_the_per_parameter_update(k, device):
     """Kernels, biases and norm gains over 6 steps, one parameter missing a gradient at one step and another
     with a NaN at one step: every parameter and moment equals the per-parameter update's to float32 rounding."""
     torch.manual_seed(0)
     shapes = [(8, 4), (4,), (3, 5, 2), (6,)]
-    start = [torch.randn(shape) for shape in shapes]
+    start = [torch.randn(shape, device=device) for shape in shapes]
     models = [[nn.Parameter(t.clone()) for t in start] for _ in range(2)]
     opts = [Tiger([{"params": ps[:3]}, {"params": ps[3:], "norm_gain": True, "weight_decay": 0.0}],
                   lr=0.05, weight_decay=0.1, grad_accum_steps=k) for ps in models]
     for step in range(6):
-        grads = [torch.randn(shape) for shape in shapes]
+        grads = [torch.randn(shape, device=device) for shape in shapes]
         if step == 2:
             grads[2][1, 1, 0] = float("nan")
         if step == 4:
@@ -222,6 +227,38 @@ def test_tiger_multi_tensor_step_equals_the_per_parameter_update(k):
         assert torch.allclose(opts[0].state[a]["exp_avg"], opts[1].state[b]["exp_avg"], rtol=1e-6, atol=1e-7)
         assert opts[0].state[a]["step"] == opts[1].state[b]["step"]
     assert not torch.equal(models[0][0], start[0])
+
+
+@pytest.mark.parametrize("settings", [
+    {"lr": 1e-3, "relative_step": False, "scale_parameter": False, "warmup_init": False, "weight_decay": 0.01},
+    {"lr": 5e-4, "relative_step": False, "scale_parameter": True, "warmup_init": False, "beta1": 0.9},
+    {"lr": None, "relative_step": True, "scale_parameter": True, "warmup_init": True, "beta1": 0.5,
+     "weight_decay": 0.1}], ids=["adafactor.yaml", "adafactor_scaled.yaml", "relative_step"])
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_adafactor_equals_transformers_adafactor(settings, dtype, device):
+    """Matrices, a 3-D tensor and vectors over 5 steps, one of them missing a gradient at one step: parameters and
+    every state tensor equal transformers' per-parameter Adafactor."""
+    from transformers.optimization import Adafactor as Reference
+    torch.manual_seed(0)
+    shapes = [(8, 4), (4,), (3, 5, 2), (6,)]
+    start = [torch.randn(shape).to(device, dtype) for shape in shapes]
+    models = [[nn.Parameter(t.clone()) for t in start] for _ in range(2)]
+    opts = [Adafactor(models[0], **settings), Reference(models[1], **settings)]
+    for step in range(5):
+        grads = [torch.randn(shape).to(device, dtype) for shape in shapes]
+        grads[1] = None if step == 2 else grads[1]
+        for ps in models:
+            for p, g in zip(ps, grads):
+                p.grad = None if g is None else g.clone()
+        for opt in opts:
+            opt.step()
+    for a, b in zip(*models):
+        assert torch.allclose(a.float(), b.float(), rtol=1e-6, atol=1e-8)
+        for key, value in opts[1].state[b].items():
+            assert torch.allclose(torch.as_tensor(opts[0].state[a][key]).float(), torch.as_tensor(value).float(),
+                                  rtol=1e-6, atol=1e-8), key
+    assert opts[0].state[models[0][0]]["exp_avg_sq_row"].min() > 0   # the second moment was updated
 
 
 def test_adamw_yaml_is_torch_adamw_at_the_backbone_lr():
