@@ -26,7 +26,7 @@ from hub.results import code_version
 from lit_models.components.optim.tiger import Tiger
 from tests.conftest import results_of, run_cli
 
-FAST = ["logger=csv", "trainer.max_epochs=4", "trainer.deterministic=true"]
+FAST = ["logger=csv", "trainer.max_epochs=2", "trainer.deterministic=true"]
 
 
 # --- non-finite loss, gradient norm and validation metric ---------------------------------------------------
