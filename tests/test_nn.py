@@ -153,6 +153,17 @@ def test_rope_scores_depend_on_relative_position_only():
     assert not torch.allclose(rq[5] @ rk[2], rq[5] @ rk[4], atol=1e-6)
 
 
+def test_rope_angles_are_exact_far_beyond_a_training_length():
+    """At position 8191 float32 angles m·θ_i are off by up to 1.7e-4 rad; the rotation must match math.cos/sin."""
+    dim, m = 64, 8191
+    x = torch.zeros(m + 1, dim, dtype=torch.float64)
+    x[:, 0::2] = 1.0                                         # each pair (1, 0) rotates to (cos mθ_i, sin mθ_i)
+    rotated = RotaryEmbedding(dim)(x)[m]
+    theta = [10000.0 ** (-2 * i / dim) for i in range(dim // 2)]
+    expected = torch.tensor([[math.cos(m * t), math.sin(m * t)] for t in theta], dtype=torch.float64)
+    assert (rotated.view(-1, 2) - expected).abs().max() < 1e-9
+
+
 def test_local_attention_with_rope_runs_past_the_training_length():
     model = encoder("local", position="rope")
     long = torch.randint(1, 50, (2, 200))                    # max_position is 64
