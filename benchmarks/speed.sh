@@ -36,7 +36,10 @@ row() {  # row SECTION NAME COMMAND...: run COMMAND, keep its output and its pro
   t0=$(date +%s.%N)
   timeout "${ROW_TIMEOUT:-300}" "$@" > "$dir/log.txt" 2>&1
   local rc=$?
-  echo "$(python3 -c "print(round($(date +%s.%N) - $t0, 1))") $rc" > "$dir/process.txt"
+  local t1
+  t1=$(date +%s.%N)
+  echo "$(python3 -c "print(round($t1 - $t0, 1))") $rc" > "$dir/process.txt"
+  echo "start $t0 end $t1" > "$dir/clock.txt"   # against the log's timestamps: where start-up and exit go
 }
 hub() {  # hub SECTION NAME OVERRIDES...
   local section=$1 name=$2

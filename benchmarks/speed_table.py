@@ -1,5 +1,7 @@
 """The table of one section of benchmarks/speed.sh: one row per folder, hub runs (results.json) and the
-other trainers (result.json) alike, with the process wall time that speed.sh recorded."""
+other trainers (result.json) alike, with the process wall time that speed.sh recorded. For hub rows, run_s is results.json's wall_time_s (from
+the composed config to results.json: imports of torch and Lightning, data, model, fit, test); process_s minus
+run_s is Python's start-up, Hydra's composition and the process's exit."""
 from __future__ import annotations
 
 import json
@@ -16,6 +18,7 @@ def row(folder: Path) -> dict:
         test = r.get("test") or r.get("final_validation") or {}
         out |= {"examples_per_s": throughput.get("examples_per_s"), "tokens_per_s": throughput.get("tokens_per_s"),
                 "train_s": throughput.get("train_time_s"), "data_wait_s": throughput.get("data_wait_s"),
+                "run_s": r.get("wall_time_s"),
                 "metric": ", ".join(f"{k} {100 * v:.2f}" if abs(v) <= 1 else f"{k} {v:.3f}" for k, v in test.items()),
                 "path": speed.get("path", "?") + (f" ({speed['graphs']} graphs)" if speed.get("graphs") else ""),
                 "status": r.get("status")}
@@ -43,7 +46,7 @@ def add_mfu(rows: list[dict], section: Path) -> None:
 def main(section: Path) -> None:
     rows = [row(f) for f in sorted(p for p in section.iterdir() if p.is_dir())]
     add_mfu(rows, section)
-    columns = ["row", "examples_per_s", "tokens_per_s", "train_s", "data_wait_s", "process_s", "metric", "path",
+    columns = ["row", "examples_per_s", "tokens_per_s", "train_s", "data_wait_s", "run_s", "process_s", "metric", "path",
                "tflops", "mfu", "exit"]
     columns = [c for c in columns if any(r.get(c) not in (None, "") for r in rows)]
     lines = [f"## {section.name}", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
