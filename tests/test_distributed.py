@@ -145,6 +145,9 @@ def ddp_job(folder: Path) -> None:
     weights = torch.arange(gathered.numel(), dtype=torch.float64).reshape(gathered.shape)
     ((gathered * weights).sum() * (rank + 1)).backward()
     torch.save({"gathered": gathered.detach(), "grad": rows.grad}, folder / f"gather_rank{rank}.pt")
+    # Left to interpreter exit, gloo's threads can be torn down while still joinable: std::terminate, SIGABRT.
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 @pytest.fixture(scope="module")
