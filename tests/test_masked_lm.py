@@ -238,7 +238,7 @@ def test_mlm_head_is_dense_act_layernorm_then_the_tied_embedding():
 
 def test_pretraining_lowers_the_mlm_loss_and_its_encoder_fine_tunes(tmp_path, default_corpus, data_dir, shared_cache):
     pretrain = ["task=masked_lm", "loss=lm", "backbone=scratch_tiny", *CORPUS, f"paths.data_dir={data_dir}",
-                "logger=csv", "seed=1", "trainer.max_epochs=3", "data.max_sentences=2000", "data.batch_size=32",
+                "logger=csv", "seed=1", "trainer.max_epochs=3", "data.max_sentences=1200", "data.batch_size=32",
                 "data.eval_batch_size=256"]
     run_cli(tmp_path / "pretrain", *pretrain, env={"HUB_CACHE_DIR": str(shared_cache)})
     [results] = results_of(tmp_path / "pretrain")
