@@ -6,6 +6,7 @@ import time
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,23 @@ class Throughput(L.Callback):
                 "examples_per_s": round(self.examples / seconds, 2), "tokens_per_s": round(self.tokens / seconds, 1)}
 
 
+class ProgressBar(TQDMProgressBar):
+    """Lightning's TQDM bar, showing the training loss without making every step wait for the GPU.
+
+    A value logged with `prog_bar=True` is copied to the host at the end of every batch (Lightning turns
+    progress-bar values into Python numbers there), so each step waits until the GPU has finished it and the
+    host can no longer queue the next one meanwhile. Tasks log `train/loss` without prog_bar; this bar reads
+    it from the trainer's callback metrics only when it redraws, every `refresh_rate` batches.
+    """
+
+    SHOWN = ("train/loss",)
+
+    def get_metrics(self, trainer, pl_module):
+        items = super().get_metrics(trainer, pl_module)
+        metrics = trainer.callback_metrics
+        return items | {key: f"{float(metrics[key]):.4g}" for key in self.SHOWN if key in metrics}
+
+
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN or infinite loss (or gradient norm); the message names the step."""
 
@@ -139,7 +157,8 @@ class NonFiniteGuard(L.Callback):
         if skips_on_device(optimizer, trainer):
             self.read_pending()
             optimizer.found_inf = (verdict[:2] < 1).any().float()
-            host = verdict.to("cpu", non_blocking=True)
+            host = torch.empty(verdict.shape, dtype=verdict.dtype, pin_memory=True)
+            host.copy_(verdict, non_blocking=True)   # into pinned memory: a copy to pageable memory would wait
             event = torch.cuda.Event()
             event.record()
             self._pending = (host, event, where)

@@ -122,7 +122,7 @@ class TaskModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss, size = (self.graphed_loss or self.train_loss)(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=size)
+        self.log("train/loss", loss, batch_size=size)   # shown by hub.callbacks.ProgressBar
         return loss
 
     def train_loss(self, batch) -> tuple[torch.Tensor, int]:

@@ -140,7 +140,7 @@ class BiEncoder(TaskModule):
                 self.manual_backward(surrogate)
         optimizer.step()
         scheduler.step()
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(labels))
+        self.log("train/loss", loss, batch_size=len(labels))
         return loss
 
     def no_gradient_sync(self):
