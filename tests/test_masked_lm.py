@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from hydra.utils import get_object, instantiate
 
 import datamodules.corpus as corpus
-from datamodules.corpus import CorpusDataModule, dedup_key, mask_tokens, masked_positions, word_ids_of
+from datamodules.corpus import (CorpusDataModule, choose_tokens, choose_words, dedup_key, mask_tokens,
+                               masked_positions, word_ids_of)
 from hub.config import PROJECT_ROOT
 from lit_models.components.backbones import ScratchBackbone
 from lit_models.components.init import bert, xavier
@@ -293,3 +294,27 @@ def test_pretraining_lowers_the_mlm_loss_and_its_encoder_fine_tunes(tmp_path, de
     assert tuned["status"] == "completed" and tuned["test"]["test/spearman"] is not None
     [log] = (tmp_path / "finetune" / "outputs").rglob("run.log")
     assert f"backbone weights from {saved_path}" in log.read_text()
+
+
+def test_token_masking_takes_each_sentences_budget_as_a_uniform_subset():
+    """choose_tokens (the tensor form used when every token is a word): exactly k = max(1, round(0.15·n)) of each
+    packed sentence's n maskable tokens, never another token, each position equally likely, as choose_words."""
+    generator = torch.Generator().manual_seed(0)
+    maskable = torch.rand(64, 40, generator=generator) < 0.8
+    texts = torch.sort(torch.randint(1, 5, (64, 40), generator=generator), dim=1).values
+    selected = choose_tokens(maskable, texts, 0.15, generator)
+    assert not selected[~maskable].any()
+    for row in range(64):
+        for text in texts[row].unique().tolist():
+            mine = maskable[row] & (texts[row] == text)
+            n = int(mine.sum())
+            assert int((selected[row] & mine).sum()) == (max(1, round(0.15 * n)) if n else 0)
+    one_sentence, ones = torch.ones(1, 30, dtype=torch.bool), torch.ones(1, 30, dtype=torch.long)
+    draws = 3000
+    frequency = sum(choose_tokens(one_sentence, ones, 0.15, generator)[0].double() for _ in range(draws)) / draws
+    by_words = torch.zeros(30, dtype=torch.float64)
+    for _ in range(draws):
+        by_words[choose_words([[i] for i in range(30)], 0.15, generator)] += 1 / draws
+    k = round(0.15 * 30) / 30       # 4 of 30 (round half to even, as Python's round)
+    tolerance = 5 * (k * (1 - k) / draws) ** 0.5
+    assert (frequency - k).abs().max() < tolerance and (by_words - k).abs().max() < tolerance
