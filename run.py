@@ -103,6 +103,9 @@ def train(cfg: DictConfig, results: dict) -> None:
     ckpt = best["path"] if best else None
     if cfg.train and ckpt is None:
         log.warning("no validation value was finite: testing the final weights, not a best checkpoint")
+    if not cfg.train and cfg.get("ckpt_path"):   # evaluate a trained checkpoint (e.g. whitened) without training
+        ckpt = tested_checkpoint(cfg.ckpt_path)
+        results["tested_checkpoint"] = ckpt
     if cfg.test and datamodule.test_labelled:
         results["test"] = metrics_of(trainer.test(model, datamodule=datamodule, ckpt_path=ckpt))
     elif cfg.test:
@@ -110,6 +113,8 @@ def train(cfg: DictConfig, results: dict) -> None:
                  datamodule.name)
     if cfg.predict:
         results["predictions"] = predict(trainer, model, datamodule, cfg.paths.output_dir, ckpt)
+    if trainer.is_global_zero:
+        results.update(model.save_evaluation_state(cfg.paths.output_dir))
     if "throughput" in callbacks:
         results["throughput"] = callbacks["throughput"].summary()
 
@@ -133,6 +138,14 @@ def resume_from(cfg: DictConfig, results: dict) -> str | None:
         raise ConfigError(f"ckpt_path={path}: no such file")
     meta = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
     results["resumed"] = {"checkpoint": str(path), "step": meta["global_step"], "epoch": meta["epoch"]}
+    return str(path)
+
+
+def tested_checkpoint(path: str) -> str:
+    if not Path(path).is_file():
+        from hub.config import ConfigError
+
+        raise ConfigError(f"ckpt_path={path}: no such file (train=false tests the weights of this checkpoint)")
     return str(path)
 
 

@@ -50,10 +50,11 @@ def on_cuda(value, accelerator: str = "auto"):
     return value if str(accelerator) in ("auto", "gpu", "cuda") and torch.cuda.is_available() else None
 
 
-def wandb_run_id(ckpt_path: str | None, output_dir: str) -> str:
+def wandb_run_id(ckpt_path: str | None, output_dir: str, train: bool = True) -> str:
     """A W&B run id derived from the run's folder; resuming from `<run>/checkpoints/x.ckpt` gives the id of
-    `<run>`, so the resumed training continues the same W&B run."""
-    folder = Path(ckpt_path).resolve().parent.parent if ckpt_path else Path(output_dir).resolve()
+    `<run>`, so the resumed training continues the same W&B run. Testing a checkpoint (train=false) is a run
+    of its own."""
+    folder = Path(ckpt_path).resolve().parent.parent if ckpt_path and train else Path(output_dir).resolve()
     return hashlib.sha1(str(folder).encode()).hexdigest()[:16]
 
 

@@ -118,6 +118,11 @@ class TaskModule(L.LightningModule):
     def on_metrics(self, stage: str, values: dict[str, torch.Tensor]) -> None:
         """Called with a stage's epoch values before they are logged (the cross-encoder keeps its threshold)."""
 
+    def save_evaluation_state(self, folder) -> dict:
+        """Write what evaluation fitted beyond the weights (the bi-encoder's whitening) into the run folder;
+        returns what results.json records of it. Nothing by default."""
+        return {}
+
     # --- the loop body ------------------------------------------------------------------------------------
 
     def training_step(self, batch, batch_idx):

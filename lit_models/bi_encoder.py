@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +17,8 @@ from torchmetrics import SpearmanCorrCoef
 
 from lit_models.base import Step, TaskModule
 from lit_models.components.distributed import gather_with_grad, world_size
-from lit_models.components.pooling import POOLINGS, pool
+from lit_models.components.pooling import check_pooling, pool
+from lit_models.components.whitening import StreamingMoments, Whitening
 
 # Spearman needs every score of the split; the STS splits (<= 20k pairs) fit easily, so the warning is noise.
 warnings.filterwarnings("ignore", message="Metric `SpearmanCorrcoef` will save all targets")
@@ -29,6 +31,14 @@ class BiEncoder(TaskModule):
     contrastive_accumulation: k ≥ 2 backpropagates each training batch in k micro-batches while the loss still
         sees the whole batch, exactly (`accumulation_step`, kexue.fm/archives/8471); 1 trains the ordinary way.
         This mode optimizes by hand: the one task step the base class does not own.
+    whitening: BERT-whitening of the vectors before the cosines of every evaluation (kexue.fm/archives/8069,
+        lit_models/components/whitening.py): none | full (every dimension) | k (the first k principal ones; 8321
+        keeps 128 for small models, 256 for base). Training never sees it.
+    whitening_fit: whose sentences give μ and Σ, refitted at the start of every evaluation with the encoder of
+        that moment: train (the train split's, within data.train_limit) | eval (each evaluated split's own, as 8069
+        also does) | all (train, valid and test together, those on disk, as the author's chn/eval.py does;
+        results.json lists the splits used). Every process fits
+        on the whole split, so DDP ranks agree without a reduction.
     """
 
     LOSS_INPUTS = ("pair_embeddings",)
@@ -36,9 +46,11 @@ class BiEncoder(TaskModule):
     CUDA_GRAPHS = True
     EVAL_LOSS = False
 
-    def __init__(self, *, pooling: str = "mean", contrastive_accumulation: int = 1, **common):
-        if pooling not in POOLINGS:
-            raise ValueError(f"task.pooling must be one of {POOLINGS}, got {pooling!r}")
+    def __init__(self, *, pooling: str = "mean", contrastive_accumulation: int = 1, whitening: str | int | None = None,
+                 whitening_fit: str = "train", **common):
+        check_pooling(pooling, common["backbone"])
+        self.whitening_dim, self.whitening_splits = whitening_options(whitening, whitening_fit)
+        self.whitening: Whitening | None = None
         if contrastive_accumulation < 1:
             raise ValueError(f"task.contrastive_accumulation must be ≥ 1 (1: off), got {contrastive_accumulation}")
         loss = common["loss"]
@@ -58,7 +70,7 @@ class BiEncoder(TaskModule):
         return {"spearman": SpearmanCorrCoef()}
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return pool(self.backbone(input_ids, attention_mask), attention_mask, self.pooling)
+        return pool(self.backbone(input_ids, attention_mask), attention_mask, self.pooling, getattr(self.backbone, "pooler", None))
 
     def pair_embeddings(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch stacks first sentences then second sentences: one encoder pass for both."""
@@ -76,8 +88,41 @@ class BiEncoder(TaskModule):
         u, v = self.pair_embeddings(batch)
         labels = batch["labels"]
         if stage != "train":
+            if self.whitening is not None:
+                u, v = self.whitening(u), self.whitening(v)
             return Step(None, (F.cosine_similarity(u.float(), v.float(), dim=-1), labels), len(labels))
         return Step(self.loss(*self.loss_batch(u, v, labels)), size=len(labels))
+
+    # --- BERT-whitening at evaluation -------------------------------------------------------------------
+
+    def on_validation_epoch_start(self):
+        self.fit_whitening("valid")
+
+    def on_test_epoch_start(self):
+        self.fit_whitening("test")
+
+    def fit_whitening(self, evaluated: str) -> None:
+        """μ, Σ and W of this encoder's vectors of the `whitening_fit` splits, both sentences of every pair,
+        streamed batch by batch (StreamingMoments) in evaluation mode and precision."""
+        if self.whitening_dim is None:
+            return
+        datamodule, moments = self.trainer.datamodule, StreamingMoments()
+        splits = [evaluated if split == "eval" else split for split in self.whitening_splits]
+        if len(splits) > 1:   # "all": the splits on disk (LCQMC and PAWSX ship no train split here)
+            splits = [split for split in splits if datamodule.has_split(split)]
+        with torch.no_grad(), self.trainer.precision_plugin.forward_context():
+            for split in splits:
+                for batch in datamodule.loader(split):
+                    batch = self.transfer_batch_to_device(batch, self.device, 0)
+                    moments.update(self.embed(batch["input_ids"], batch["attention_mask"]))
+        dim = None if self.whitening_dim == "full" else self.whitening_dim
+        self.whitening = Whitening.fit(moments, dim, {"splits": splits}).to(self.device)
+
+    def save_evaluation_state(self, folder: Path) -> dict:
+        """whitening.safetensors (μ and W of the last evaluation) and what results.json records of it."""
+        if self.whitening is None:
+            return {}
+        return {"whitening": self.whitening.save(Path(folder) / "whitening.safetensors")}
 
     def training_step(self, batch, batch_idx):
         if not self.automatic_optimization:
@@ -158,3 +203,17 @@ def set_random_state(state: tuple, device: torch.device) -> None:
     torch.set_rng_state(state[0])
     if state[1] is not None:
         torch.cuda.set_rng_state(state[1], device)
+
+
+WHITENING_FITS = {"train": ("train",), "eval": ("eval",), "all": ("train", "valid", "test")}
+
+
+def whitening_options(whitening: str | int | None, fit: str) -> tuple[str | int | None, tuple[str, ...]]:
+    """(None | "full" | k, the splits to fit on) from task.whitening and task.whitening_fit, checked."""
+    if fit not in WHITENING_FITS:
+        raise ValueError(f"task.whitening_fit must be one of {sorted(WHITENING_FITS)}, got {fit!r}")
+    if whitening is None or whitening == "none":
+        return None, WHITENING_FITS[fit]
+    if whitening == "full" or (type(whitening) is int and whitening > 0):
+        return whitening, WHITENING_FITS[fit]
+    raise ValueError(f"task.whitening must be none, full or a number of dimensions k > 0, got {whitening!r}")

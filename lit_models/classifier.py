@@ -13,7 +13,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from lit_models.base import Step, TaskModule
-from lit_models.components.pooling import POOLINGS, pool
+from lit_models.components.pooling import check_pooling, pool
 
 
 class Classifier(TaskModule):
@@ -24,7 +24,7 @@ class Classifier(TaskModule):
     names) come from the data.
 
     Args:
-        pooling: cls (the post) | mean | first_last_avg (lit_models/components/pooling.py).
+        pooling: cls (the post) | pooler | mean | first_last_avg (lit_models/components/pooling.py).
         dropout: on the pooled vector, before the head.
     """
 
@@ -34,8 +34,7 @@ class Classifier(TaskModule):
     PAIR_ENCODING = "joint"
 
     def __init__(self, *, pooling: str = "cls", dropout: float = 0.1, **common):
-        if pooling not in POOLINGS:
-            raise ValueError(f"task.pooling must be one of {POOLINGS}, got {pooling!r}")
+        check_pooling(pooling, common["backbone"])
         self.pooling, self.dropout = pooling, dropout
         super().__init__(**common)
 
@@ -53,7 +52,7 @@ class Classifier(TaskModule):
     def forward(self, batch) -> torch.Tensor:
         """Logits [B, C]."""
         hidden = self.backbone(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-        return self.head(pool(hidden, batch["attention_mask"], self.pooling))
+        return self.head(pool(hidden, batch["attention_mask"], self.pooling, getattr(self.backbone, "pooler", None)))
 
     def step(self, batch, stage: str) -> Step:
         logits, labels = self(batch), batch["labels"]

@@ -40,6 +40,7 @@ class ScratchBackbone(nn.Module):
     """
 
     TAKES_ATTENTION = True   # the `attention=` group builds its token mixing
+    pooler = None            # no BERT pooler: task.pooling=pooler is refused
 
     def __init__(self, vocab: str = "bert-base-chinese", text_prefix: str = "", finetune_lr: float = 1e-3,
                  checkpoint: str | None = None, attention: Callable[..., TokenMixer] | None = None, **transformer):
@@ -92,14 +93,15 @@ class PretrainedBackbone(nn.Module):
 
     `name_or_path` is used as is when it is a folder or already in the HF cache. Otherwise the hub is
     tried when reachable; with no network, `local_dir` is used instead (with a message), so a run
-    never hangs on a download. `text_prefix` is prepended to every text (E5 wants "query: ").
+    never hangs on a download. `text_prefix` is prepended to every text (E5 wants "query: "). `pooling`, the
+    task's: BERT's pooler is kept (as `self.pooler`) only when it is "pooler".
     """
 
     from_scratch = False
     TAKES_ATTENTION = False  # a pretrained checkpoint fixes its attention
 
     def __init__(self, name_or_path: str, local_dir: str | None = None, text_prefix: str = "",
-                 finetune_lr: float = 2e-5, gradient_checkpointing: bool = False):
+                 finetune_lr: float = 2e-5, gradient_checkpointing: bool = False, pooling: str | None = None):
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
 
@@ -107,8 +109,13 @@ class PretrainedBackbone(nn.Module):
         self.tokenizer = AutoTokenizer.from_pretrained(source)
         self.model = AutoModel.from_pretrained(source).train()  # from_pretrained returns eval mode: dropout off,
         # and Lightning keeps each submodule's mode, so fine-tuning would silently run without dropout
-        if getattr(self.model, "pooler", None) is not None:
-            self.model.pooler = None  # unused by every pooling here; unused parameters would stall DDP
+        # BERT's pooler is kept only where the task's pooling reads it (pooling=pooler): unused parameters
+        # would stall DDP. It runs outside the model, on the last layer's output.
+        self.pooler = getattr(self.model, "pooler", None) if pooling == "pooler" else None
+        self.model.pooler = None
+        if self.pooler is not None and not any(p.any() for p in self.pooler.parameters()):
+            raise ValueError(f"task.pooling=pooler: the pooler of {source} is all zeros (its checkpoint ships no "
+                             f"trained pooler): use cls, mean or first_last_avg")
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
         self.text_prefix, self.finetune_lr = text_prefix, finetune_lr
