@@ -175,7 +175,7 @@ def generate(cfg: DictConfig) -> str:
 
 
 def finish(results: dict, started: float) -> None:
-    """results.json, the W&B summary and the summary lines (console and run.log), whatever happened."""
+    """results.json, the loggers' final metrics and the summary lines (console and run.log), whatever happened."""
     from hub.loggers import close_loggers
     from hub.results import best_checkpoint, summary_lines, write_results
 

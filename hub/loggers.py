@@ -1,5 +1,6 @@
 """W&B that never prompts, hangs or loses a run: online with credentials and a reachable server, offline
-otherwise, and offline as well when the online start fails (unless WANDB_MODE=online forces it)."""
+otherwise, and offline as well when the online start fails (unless WANDB_MODE=online forces it). At the end
+`close_loggers` hands every logger the run's final metrics (W&B summary, TensorBoard hparams)."""
 from __future__ import annotations
 
 import logging
@@ -90,21 +91,49 @@ def wandb_logger(save_dir: str, project: str, group: str | None = None, tags=(),
 
 
 def close_loggers(loggers: list, results: dict) -> None:
-    """Put the best and test metrics into the W&B run summary, note its id in `results`, and finish it. A W&B
-    that failed to start or fails now is recorded in results["wandb"]["error"]; it never stops results.json."""
+    """Hand each logger the run's outcome and close it: the W&B summary, the TensorBoard hparams. A logger that
+    fails here is recorded in results["wandb" | "tensorboard"]["error"]; it never stops results.json."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
     for logger in loggers:
-        if getattr(logger, "_experiment", None) is None or not hasattr(logger, "_wandb_init"):
-            continue  # not W&B, or W&B never started
-        try:
-            run = logger.experiment
-            best = results.get("best") or {}
-            if best:
-                run.summary.update({f"best/{best['metric']}": best["value"], "best/epoch": best["epoch"],
-                                    "best/step": best["step"]})
-            run.summary.update(results.get("test") or {})
-            run.summary.update({"status": results["status"]})
-            results["wandb"] = {"id": run.id, "mode": logger._wandb_init.get("mode"), "dir": run.dir}
-            run.finish(exit_code=0 if results["status"] == "completed" else 1)
-        except Exception as error:
-            results["wandb"] = {"error": f"{type(error).__name__}: {error}"}
-            log.warning("W&B: %s", results["wandb"]["error"])
+        if isinstance(logger, TensorBoardLogger):
+            _close_tensorboard(logger, results)
+        elif getattr(logger, "_experiment", None) is not None and hasattr(logger, "_wandb_init"):
+            _close_wandb(logger, results)   # W&B that never started has nothing to close
+
+
+def final_metrics(results: dict) -> dict:
+    """`best/<monitored metric>` and the test metrics: what a dashboard compares runs by."""
+    best = results.get("best") or {}
+    return ({f"best/{best['metric']}": best["value"]} if best else {}) | (results.get("test") or {})
+
+
+def _close_wandb(logger, results: dict) -> None:
+    """Put the final metrics into the W&B run summary, note its id in `results`, and finish it."""
+    try:
+        run = logger.experiment
+        run.summary.update(final_metrics(results))
+        if results.get("best"):
+            run.summary.update({"best/epoch": results["best"]["epoch"], "best/step": results["best"]["step"]})
+        run.summary.update({"status": results["status"]})
+        results["wandb"] = {"id": run.id, "mode": logger._wandb_init.get("mode"), "dir": run.dir}
+        run.finish(exit_code=0 if results["status"] == "completed" else 1)
+    except Exception as error:
+        results["wandb"] = {"error": f"{type(error).__name__}: {error}"}
+        log.warning("W&B: %s", results["wandb"]["error"])
+
+
+def _close_tensorboard(logger, results: dict) -> None:
+    """The axis choices and seed as TensorBoard hparams, with the final metrics as its metrics: the HParams tab
+    compares a sweep. Lightning's log_hyperparams writes the hparams session and logs those metrics as scalars
+    of the same tags, which is where the tab reads their values."""
+    try:
+        metrics = {k: v for k, v in final_metrics(results).items() if v is not None}  # None: not finite
+        logger.log_hyperparams(results["choices"] | {"seed": results["seed"]}, metrics=metrics,
+                               step=results.get("steps"))
+        logger.finalize("success" if results["status"] == "completed" else "failed")   # flush and close
+        results["tensorboard"] = {"dir": os.path.normpath(logger.log_dir)}
+    except Exception as error:
+        error = error.__cause__ or error   # Lightning re-raises a failed write as a ValueError about the value
+        results["tensorboard"] = {"error": f"{type(error).__name__}: {error}"}
+        log.warning("TensorBoard: %s", results["tensorboard"]["error"])
