@@ -216,14 +216,21 @@ class TaskModule(L.LightningModule):
 
 
 def parameter_groups(model: nn.Module, head: list[nn.Module] = (), head_lr_scale: float = 1.0) -> list[dict]:
-    """Matrices take the optimizer's weight decay; biases and norm gains (1-D) take none.
+    """Matrices and embedding tables take the optimizer's weight decay; biases, norm gains and per-dimension
+    scales and offsets (a module's `scale_offset` parameters, e.g. GAU's γ and β) take none.
 
-    Norm gains are marked `norm_gain` for optimizers that treat them apart (Tiger's NaN guard). With
-    `head_lr_scale` ≠ 1, the parameters of the `head` modules form groups of their own marked `lr_scale`."""
+    The groups are marked for optimizers that treat them apart (Tiger, as bojone/tiger does): `embedding` (a
+    table, stepped by each row's RMS), `vector` (biases, scales and offsets) and `norm_gain` (its NaN guard's
+    centre is 1). With `head_lr_scale` ≠ 1, the parameters of the `head` modules form groups of their own
+    marked `lr_scale`."""
     gains = {id(m.weight) for m in model.modules() if isinstance(m, NORMS) and m.weight is not None}
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    offsets = {id(getattr(m, name)) for m in model.modules() for name in getattr(m, "scale_offset", ())}
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim >= 2]},
-              {"params": [p for p in params if p.ndim < 2 and id(p) not in gains], "weight_decay": 0.0},
+    vector = [p for p in params if id(p) not in gains and (p.ndim < 2 or id(p) in offsets)]
+    groups = [{"params": [p for p in params if p.ndim >= 2 and id(p) not in tables | offsets]},
+              {"params": [p for p in params if id(p) in tables], "embedding": True},
+              {"params": vector, "weight_decay": 0.0, "vector": True},
               {"params": [p for p in params if id(p) in gains], "weight_decay": 0.0, "norm_gain": True}]
     if head_lr_scale != 1.0:
         new = {id(p) for m in head for p in m.parameters()}

@@ -126,14 +126,16 @@ def test_task_initializes_new_heads_and_scratch_backbones_only(scratch):
 def test_biases_and_norms_get_no_weight_decay(scratch):
     model = BiEncoder(backbone=scratch, loss=CoSENTLoss(), optimizer=torch.optim.AdamW, scheduler=constant,
                       init=bert, monitor="val/spearman", data=DataInfo("test"))
-    decayed, biases, gains = model.parameter_groups()
+    decayed, tables, biases, gains = model.parameter_groups()
     names = {id(p): n for n, p in model.named_parameters()}
     assert all(p.ndim == 2 for p in decayed["params"]) and "weight_decay" not in decayed
+    assert tables["embedding"] and "weight_decay" not in tables and sorted(names[id(p)] for p in tables["params"]) == sorted(
+        n + ".weight" for n, m in model.named_modules() if isinstance(m, nn.Embedding))
     assert biases["weight_decay"] == 0.0 and all(names[id(p)].endswith(".bias") for p in biases["params"])
     assert gains["weight_decay"] == 0.0 and gains["norm_gain"]
     assert sorted(names[id(p)] for p in gains["params"]) == sorted(
         n for n, m in model.named_modules() if isinstance(m, nn.LayerNorm) for n in [n + ".weight"])
-    assert sum(len(g["params"]) for g in (decayed, biases, gains)) == len(list(model.parameters()))
+    assert sum(len(g["params"]) for g in (decayed, tables, biases, gains)) == len(list(model.parameters()))
 
 
 def test_head_lr_scale_multiplies_the_lr_of_the_new_head_only_and_the_schedule_keeps_it(scratch):

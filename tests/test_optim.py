@@ -191,8 +191,12 @@ def tiger_per_parameter_step(optimizer: Tiger) -> None:
             decay = beta if (t - 1) % k == 0 else 1.0
             m.copy_(torch.where(finite, decay * m + (1 - beta) / k * p.grad, m))
             if t % k == 0:
-                lr, wd = ((group["lr"] * p.pow(2).mean().sqrt(), group["weight_decay"]) if p.ndim >= 2
-                          else (0.5 * group["lr"], 0.0))
+                if p.ndim < 2 or group.get("vector") or group["norm_gain"]:
+                    lr, wd = 0.5 * group["lr"], 0.0
+                elif group.get("embedding"):
+                    lr, wd = group["lr"] * p.pow(2).mean(-1, keepdim=True).sqrt(), group["weight_decay"]
+                else:
+                    lr, wd = group["lr"] * p.pow(2).mean().sqrt(), group["weight_decay"]
                 updated = p - lr * (torch.sign(m) + wd * p)
             else:
                 updated = p
@@ -285,6 +289,7 @@ def test_every_optimizer_yaml_trains_a_tiny_model_with_task_module_groups(name):
     model, x, y = tiny_regression()
     groups = parameter_groups(model)
     assert [g.get("norm_gain", False) for g in groups] == [False, False, True]
+    assert [g.get("vector", False) for g in groups] == [False, True, False]
     opt = instantiate(cfg.optimizer)(groups)
     assert isinstance(opt, torch.optim.Optimizer) and len(opt.param_groups) == 3
 
@@ -365,3 +370,39 @@ def test_every_scheduler_yaml_instantiates_with_its_defaults(name):
                 "cosine": [0.0, 1.0, 0.5, 0.0], "piecewise_linear": [1.0, 0.9, 0.45, 0.0]}
     scheduler = instantiate(compose_config(f"scheduler={name}").scheduler)
     assert lr_factors(scheduler, 100, [0, 10, 55, 100]) == pytest.approx(expected[name])
+
+
+def test_tiger_steps_embedding_rows_by_their_own_rms_and_gau_scales_as_vectors_like_the_reference():
+    """bojone/tiger: an embedding table's step is α·RMS of each row (not of the table); GAU's γ and β (2-D)
+    step by α/2 with no weight decay, like biases. parameter_groups marks both; the per-parameter reference
+    above (its earlier implementation, extended the same way) agrees with the multi-tensor step."""
+    from lit_models.components.nn.attention import GatedAttentionUnit
+
+    torch.manual_seed(0)
+    model = nn.ModuleDict({"embed": nn.Embedding(6, 4), "gau": GatedAttentionUnit(4, key_size=8, expansion=1)})
+    with torch.no_grad():
+        model["embed"].weight.mul_(torch.arange(1, 7.0).unsqueeze(1))      # rows of very different scale
+    groups = parameter_groups(model)
+    by_flag = {flag: g for g in groups for flag in ("embedding", "vector") if g.get(flag)}
+    assert by_flag["embedding"]["params"] == [model["embed"].weight]
+    assert {id(model["gau"].gamma), id(model["gau"].beta)} <= {id(p) for p in by_flag["vector"]["params"]}
+    twin = {name: p.detach().clone() for name, p in model.named_parameters()}
+    opt = Tiger(groups, lr=0.1, beta=0.5, weight_decay=0.1)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    opt.step()
+    table, sign = before["embed.weight"], torch.sign(0.5 * model["embed"].weight.grad)
+    expected = table - 0.1 * table.pow(2).mean(-1, keepdim=True).sqrt() * (sign + 0.1 * table)
+    torch.testing.assert_close(model["embed"].weight.detach(), expected)
+    gamma = before["gau.gamma"]
+    torch.testing.assert_close(model["gau"].gamma.detach(), gamma - 0.05 * torch.sign(model["gau"].gamma.grad))
+    reference_model = nn.ModuleDict({"embed": nn.Embedding(6, 4), "gau": GatedAttentionUnit(4, key_size=8, expansion=1)})
+    reference_model.load_state_dict(twin)
+    reference = Tiger(parameter_groups(reference_model), lr=0.1, beta=0.5, weight_decay=0.1)
+    for (_, p), (_, q) in zip(model.named_parameters(), reference_model.named_parameters()):
+        q.grad = p.grad.clone()
+    with torch.no_grad():
+        tiger_per_parameter_step(reference)
+    for (name, p), (_, q) in zip(model.named_parameters(), reference_model.named_parameters()):
+        torch.testing.assert_close(p, q, msg=name)

@@ -155,6 +155,7 @@ class GatedAttentionUnit(TokenMixer):
 
     replaces_ffn = True
     supports_deepnorm = False
+    scale_offset = ("gamma", "beta")   # per-dimension, no weight decay (lit_models/base.py parameter_groups)
 
     def __init__(self, hidden_size: int, num_heads: int = 1, *, rope: bool = False, dropout: float = 0.0,
                  bias: bool = True, activation: str = "swish", key_size: int = 128, expansion: int = 2,

@@ -11,9 +11,14 @@ class Tiger(Optimizer):
         m_t = β·m_{t−1} + (1 − β)·g_t
         θ_t = θ_{t−1} − η_t·(sign(m_t) + λ·θ_{t−1})
 
-    The step size is relative to the parameter's scale, set by one global α (`lr`):
-        η_t = α·RMS(θ_{t−1})   for kernels (ndim ≥ 2),     λ = group weight decay
-        η_t = α/2              for biases and norm gains/betas (ndim < 2),  λ = 0
+    The step size is relative to the parameter's scale, set by one global α (`lr`), per parameter kind as in
+    the author's implementation (github.com/bojone/tiger, tiger.py):
+        η_t = α·RMS(θ_{t−1})          kernels,                                     λ = group weight decay
+        η_t = α·RMS(row of θ_{t−1})   embedding tables (groups marked `embedding`), λ = group weight decay
+        η_t = α/2                     biases, norm gains and betas, per-dimension scales and offsets such as
+                                      GAU's γ, β (groups marked `vector` or `norm_gain`, or ndim < 2), λ = 0
+    The reference picks the kinds by variable name (bias|beta|gamma, embeddings); TaskModule.parameter_groups
+    marks the same parameters by module (lit_models/base.py).
 
     Gradient accumulation over k = `grad_accum_steps` calls to `step()` lives in the momentum, with no
     extra buffer: m_t = [(β − 1)·χ_{(t−1)/k} + 1]·m_{t−1} + (1 − β)·g_t/k, where χ_{(t−1)/k} = 1 when k
@@ -21,13 +26,14 @@ class Tiger(Optimizer):
 
     NaN guard: when a parameter's gradient holds a NaN or inf, its momentum is kept and the parameter
     shrinks towards its init centre, θ ← (θ − c)·s + c, with c = 1 for norm gains (param groups marked
-    `"norm_gain": True`, as TaskModule.parameter_groups gives them) and c = 0 otherwise.
+    `"norm_gain": True`, as TaskModule.parameter_groups gives them) and c = 0 otherwise. (The reference takes
+    c = 1 for every variable named gamma; GAU's γ is drawn around 0 here, so its centre stays 0.)
 
     Defaults (the post's NLP setting): α = 1e-3 (peak α ∈ [1e-3, 2e-3]; a schedule multiplies it),
     β = 0.965 (mean of Lion's NLP β1 = 0.95, β2 = 0.98), λ = 0.01, s = 0.99, k = 1.
 
     Args:
-        params: parameters or param-group dicts; a group may set `norm_gain: True`.
+        params: parameters or param-group dicts; a group may set `norm_gain`, `embedding` or `vector` to True.
         lr: the relative learning rate α.
         beta: β.
         weight_decay: λ, applied to kernels only.
@@ -46,7 +52,7 @@ class Tiger(Optimizer):
         if int(grad_accum_steps) != grad_accum_steps or grad_accum_steps < 1:
             raise ValueError(f"Tiger: grad_accum_steps must be a positive integer, got {grad_accum_steps}")
         defaults = dict(lr=lr, beta=beta, weight_decay=weight_decay, grad_accum_steps=int(grad_accum_steps),
-                        shrink_ratio=shrink_ratio, norm_gain=False)
+                        shrink_ratio=shrink_ratio, norm_gain=False, embedding=False, vector=False)
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -97,14 +103,19 @@ class Tiger(Optimizer):
 
     @staticmethod
     def moved(group: dict, params: list[torch.Tensor], moments: list[torch.Tensor]) -> list[torch.Tensor]:
-        """θ − η·(sign(m) + λ·θ): kernels with η = α·RMS(θ) = α·‖θ‖/√n and the group's λ, vectors with α/2, λ = 0."""
+        """θ − η·(sign(m) + λ·θ): kernels with η = α·RMS(θ) = α·‖θ‖/√n, embedding tables with each row's RMS,
+        both with the group's λ; vectors with α/2 and λ = 0."""
         alpha, wd = group["lr"], group["weight_decay"]
         updates = torch._foreach_sign(moments)
-        kernels = [(u, p) for u, p in zip(updates, params) if p.ndim >= 2]
-        vectors = [u for u, p in zip(updates, params) if p.ndim < 2]
+        vector = group.get("vector") or group.get("norm_gain")
+        kernels = [(u, p) for u, p in zip(updates, params) if p.ndim >= 2 and not vector]
+        vectors = [u for u, p in zip(updates, params) if p.ndim < 2 or vector]
         if kernels:
             k_updates, k_params = (list(part) for part in zip(*kernels))
-            steps = torch._foreach_div(torch._foreach_norm(k_params), [p.numel() ** 0.5 for p in k_params])
+            if group.get("embedding"):
+                steps = [p.pow(2).mean(-1, keepdim=True).sqrt() for p in k_params]
+            else:
+                steps = torch._foreach_div(torch._foreach_norm(k_params), [p.numel() ** 0.5 for p in k_params])
             torch._foreach_mul_(steps, alpha)
             if wd:
                 torch._foreach_add_(k_updates, k_params, alpha=wd)
