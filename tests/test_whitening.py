@@ -97,7 +97,7 @@ def hf_first_last_vectors(model_dir, texts: list[str]) -> np.ndarray:
 def test_e5_first_last_avg_whitened_on_the_test_split_matches_hugging_face_and_numpy(tmp_path, data_dir, e5_dir):
     """P4 with whitening to k=128 fitted on the evaluated split itself: results.json's Spearman and
     whitening.safetensors equal what transformers' hidden states and the NumPy recipe give on the same pairs."""
-    n = 500
+    n = 300
     run_cli(tmp_path, "backbone=pretrained", f"backbone.name_or_path={e5_dir}", "data=stsb", f"paths.data_dir={data_dir}",
             "train=false", "logger=none", "task.pooling=first_last_avg", "task.whitening=128",
             "task.whitening_fit=eval", f"data.eval_limit={n}")
@@ -151,7 +151,7 @@ def test_a_checkpoint_without_a_trained_pooler_refuses_pooler_pooling(e5_dir):
 def test_a_trained_checkpoint_is_tested_again_and_whitened_without_training(tmp_path):
     """train=false ckpt_path=best.ckpt tests those weights (the same Spearman as the training run's own test),
     and with task.whitening the same weights are evaluated whitened."""
-    run_cli(tmp_path / "trained", "trainer.max_epochs=1", "logger=none")
+    run_cli(tmp_path / "trained", "trainer.max_epochs=1", "logger=none", "data.train_limit=200")
     [trained] = results_of(tmp_path / "trained")
     best = trained["best"]["path"]
     run_cli(tmp_path / "again", "train=false", f"ckpt_path={best}", "logger=none")
