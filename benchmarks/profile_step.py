@@ -69,20 +69,31 @@ class ProfileSteps(L.Callback):
         return text.getvalue()
 
 
-def main():
+def arguments(steps: int, out: str) -> argparse.Namespace:
+    """The run's overrides, and which training batches to watch: [--start, --start + --steps)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--start", type=int, default=60)
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--out", default="profile.txt")
-    args = parser.parse_args()
-    cfg = compose_config(*args.overrides, "logger=none", "test=false", output_dir="/tmp/profile_step")
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--out", default=out)
+    return parser.parse_args()
+
+
+def fit_with(overrides: list[str], watcher: L.Callback, output_dir: str):
+    """Train the run of `overrides` (no loggers, no test) with its own callbacks plus `watcher`; its model."""
+    cfg = compose_config(*overrides, "logger=none", "test=false", output_dir=output_dir)
     L.seed_everything(cfg.seed)
     datamodule, model = build(cfg)
     callbacks = [instantiate(c) for c in cfg.callbacks.values()]
-    profiler = ProfileSteps(args.start, args.steps)
-    trainer = instantiate(cfg.trainer, logger=False, callbacks=[*callbacks, profiler])
+    trainer = instantiate(cfg.trainer, logger=False, callbacks=[*callbacks, watcher])
     trainer.fit(model, datamodule=datamodule)
+    return model
+
+
+def main():
+    args = arguments(steps=30, out="profile.txt")
+    profiler = ProfileSteps(args.start, args.steps)
+    model = fit_with(args.overrides, profiler, "/tmp/profile_step")
     events = profiler.report
     device_ms = sum(e.self_device_time_total for e in events) / args.steps / 1000
     wall_ms = 1000 * profiler.wall_s / args.steps

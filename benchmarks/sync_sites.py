@@ -10,7 +10,6 @@ distinct call site (the innermost frames of its Python stack) with how often it 
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import traceback
 import warnings
@@ -19,11 +18,9 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from run import build
-from tests.conftest import compose_config
+from benchmarks.profile_step import arguments, fit_with
 
 
 class SyncSites(L.Callback):
@@ -66,19 +63,9 @@ class SyncSites(L.Callback):
 
 
 def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("overrides", nargs="*")
-    parser.add_argument("--start", type=int, default=60)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--out", default="sync_sites.txt")
-    args = parser.parse_args()
-    cfg = compose_config(*args.overrides, "logger=none", "test=false", output_dir="/tmp/sync_sites")
-    L.seed_everything(cfg.seed)
-    datamodule, model = build(cfg)
+    args = arguments(steps=20, out="sync_sites.txt")
     sites = SyncSites(args.start, args.steps)
-    trainer = instantiate(cfg.trainer, logger=False,
-                          callbacks=[*(instantiate(c) for c in cfg.callbacks.values()), sites])
-    trainer.fit(model, datamodule=datamodule)
+    fit_with(args.overrides, sites, "/tmp/sync_sites")
     Path(args.out).write_text(sites.report())
     print(sites.report())
 
