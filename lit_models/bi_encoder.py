@@ -50,6 +50,10 @@ class BiEncoder(TaskModule):
                  whitening_fit: str = "train", **common):
         check_pooling(pooling, common["backbone"])
         self.whitening_dim, self.whitening_splits = whitening_options(whitening, whitening_fit)
+        width = common["backbone"].hidden_size
+        if type(self.whitening_dim) is int and self.whitening_dim > width:
+            raise ValueError(f"task.whitening={whitening} keeps more dimensions than the encoder's {width}: "
+                             f"use k ≤ {width} or full")
         self.whitening: Whitening | None = None
         if contrastive_accumulation < 1:
             raise ValueError(f"task.contrastive_accumulation must be ≥ 1 (1: off), got {contrastive_accumulation}")

@@ -163,3 +163,9 @@ def test_a_trained_checkpoint_is_tested_again_and_whitened_without_training(tmp_
     assert abs(whitened["test"]["test/spearman"] - again["test"]["test/spearman"]) > 1e-3
     missing = run_cli(tmp_path / "missing", "train=false", "ckpt_path=nowhere.ckpt", "logger=none", check=False)
     assert missing.returncode != 0 and "ckpt_path=nowhere.ckpt: no such file" in missing.stderr + missing.stdout
+
+
+def test_whitening_to_more_dimensions_than_the_encoder_fails_before_training(tmp_path):
+    proc = run_cli(tmp_path, "task.whitening=4096", "logger=none", check=False)
+    assert proc.returncode != 0 and "task.whitening=4096 keeps more dimensions than the encoder's" in proc.stderr + proc.stdout
+    assert not list((tmp_path / "outputs").rglob("*.ckpt"))
