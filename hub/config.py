@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = PROJECT_ROOT / "conf"
 AXES = ("task", "data", "backbone", "loss", "optimizer", "scheduler", "init", "attention", "trainer", "speed",
-        "experiment")
+        "weighting", "experiment")
 
 
 class ConfigError(ValueError):
@@ -102,6 +102,8 @@ def check_config(cfg: DictConfig, choices: dict[str, str] | None = None) -> Clas
                               & set(classes.task.DATA_KINDS))
         raise ConfigError(f"data={choices['data']} does not work with task={task}: task={task} takes "
                           f"data={'|'.join(valid)}")
+    if hasattr(classes.task, "OBJECTIVES"):
+        check_subtasks(cfg, classes.task.OBJECTIVES)
     scratch = choices_where("backbone", lambda node: target_class(node).TAKES_ATTENTION)
     if classes.task.SCRATCH_ONLY and not classes.backbone.TAKES_ATTENTION:
         raise ConfigError(f"task={task} does not work with backbone={backbone}: it needs a from-scratch "
@@ -119,6 +121,56 @@ def check_config(cfg: DictConfig, choices: dict[str, str] | None = None) -> Clas
                           f"{cfg.backbone.get('norm')}): DeepNorm's init gain β is derived "
                           f"for its residual scale α; use another init or add backbone.norm=deepnorm")
     return classes
+
+
+def check_subtasks(cfg: DictConfig, objectives: dict[str, type]) -> None:
+    """task=multitask: every sub-task has data, a known kind, data whose kinds its objective reads and a loss
+    whose inputs it gives (the objective's DATA_KINDS and LOSS_INPUTS, as for a task)."""
+    tasks, data = cfg.task.get("tasks") or {}, cfg.data.get("tasks") or {}
+    add_data = "add `/data@data.tasks.{0}: <choice>` to the defaults (command line: `+data@data.tasks.{0}=<choice>`)"
+    if not tasks:
+        raise ConfigError("task=multitask has no sub-tasks: set task.tasks.<name>.kind and " + add_data.format("<name>")
+                          + "; see conf/experiment/multitask_sts_afqmc.yaml")
+    for name in tasks:
+        if name not in data:
+            raise ConfigError(f"task.tasks.{name} has no data: " + add_data.format(name))
+    for name in data:
+        if name not in tasks:
+            raise ConfigError(f"data.tasks.{name} has no objective: set task.tasks.{name}.kind="
+                              f"{'|'.join(objectives)}")
+    if len(tasks) > 1 and str(cfg.trainer.get("strategy")) == "ddp":
+        raise ConfigError("task=multitask does not work with trainer.strategy=ddp: a step trains one task, so the "
+                          "other tasks' heads get no gradient, which DDP refuses; use "
+                          "trainer.strategy=ddp_find_unused_parameters_true")
+    unknown = set(cfg.data.get("eval_only") or ()) - set(data)
+    if unknown:
+        raise ConfigError(f"data.eval_only={sorted(unknown)} names no sub-task of data.tasks ({', '.join(data)})")
+    for name, spec in tasks.items():
+        kind = spec.get("kind")
+        if kind not in objectives:
+            raise ConfigError(f"task.tasks.{name}.kind={kind} is not a kind: use {'|'.join(objectives)}")
+        objective, node = objectives[kind], data[name]
+        data_kinds = set(target_class(node).kinds_for(node))
+        if not data_kinds & set(objective.DATA_KINDS):
+            valid = choices_where("data", lambda n: set(target_class(n).kinds_for(n)) & set(objective.DATA_KINDS))
+            fitting = [k for k, o in objectives.items() if data_kinds & set(o.DATA_KINDS)]
+            raise ConfigError(f"task.tasks.{name}: data={node.get('name', name)} does not work with kind={kind}: "
+                              f"kind={kind} takes data={'|'.join(valid)}"
+                              + (f"; data={node.get('name', name)} fits kind={'|'.join(fitting)}" if fitting else ""))
+        loss = spec.get("loss") or cfg.loss
+        if not set(target_class(loss).inputs) & set(objective.LOSS_INPUTS):
+            valid = choices_where("loss", lambda n: set(target_class(n).inputs) & set(objective.LOSS_INPUTS))
+            chosen = choice_of("loss", loss)
+            own = (f"task.tasks.{name}.loss={chosen}" if spec.get("loss")
+                   else f"loss={chosen} (the run's: task.tasks.{name} sets no loss of its own)")
+            raise ConfigError(f"task.tasks.{name}: {own} does not work with kind={kind}: "
+                              f"kind={kind} takes loss={'|'.join(valid)}; set it with `/loss@task.tasks.{name}.loss: "
+                              f"<choice>` in the defaults (command line: `+loss@task.tasks.{name}.loss=<choice>`)")
+
+
+def choice_of(group: str, node) -> str:
+    """The choice of `group` whose file gives `node`'s `_target_`."""
+    return next(iter(choices_where(group, lambda other: other._target_ == node._target_)), node._target_)
 
 
 def name_of(cfg: DictConfig, group: str) -> str:

@@ -46,6 +46,8 @@ class TaskModule(L.LightningModule):
         SCRATCH_ONLY: needs our own Transformer (backbone=scratch_*).
         PAIR_ENCODING: how a pair data set encodes its pairs for this task: separate | joint.
         EVAL_LOSS: log `{val,test}/loss` too.
+        MODULE_ARGS: init arguments of the subclass that are modules (task=multitask's weighting): kept out of
+            the hyperparameters, as backbone and loss are.
         CUDA_GRAPHS: its training step can be recorded as CUDA graphs, one per batch shape: shapes depend
             only on the batch's shapes, and nothing reads a device value on the host (no `.item()`, no boolean
             indexing). `speed.cuda_graphs=auto` then replays it on a single CUDA device (graphs.py).
@@ -72,6 +74,7 @@ class TaskModule(L.LightningModule):
     PAIR_ENCODING: ClassVar[str] = "separate"
     EVAL_LOSS: ClassVar[bool] = True
     CUDA_GRAPHS: ClassVar[bool] = False
+    MODULE_ARGS: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *, backbone: nn.Module, loss: nn.Module, optimizer: Callable, scheduler: Callable,
                  init: Callable, data: DataInfo | Mapping, monitor: str, monitor_mode: str = "max",
@@ -86,10 +89,9 @@ class TaskModule(L.LightningModule):
         self.data_info = as_data_info(data)
         self.cuda_graphs, self.graphed_loss = cuda_graphs, None
         self.save_hyperparameters(ignore=["backbone", "loss", "optimizer", "scheduler", "init", "data",
-                                          "cuda_graphs"])
+                                          "cuda_graphs", *self.MODULE_ARGS])
         for key, value in list(self.hparams.items()):   # plain values: the checkpoint loads with weights_only
-            if isinstance(value, (DictConfig, ListConfig)):
-                self.hparams[key] = OmegaConf.to_container(value, resolve=True)
+            self.hparams[key] = plain(value)
         self.hparams["data"] = asdict(self.data_info)
         self.backbone, self.loss = backbone, loss
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -116,7 +118,8 @@ class TaskModule(L.LightningModule):
         raise NotImplementedError
 
     def on_metrics(self, stage: str, values: dict[str, torch.Tensor]) -> None:
-        """Called with a stage's epoch values before they are logged (the cross-encoder keeps its threshold)."""
+        """Called with a stage's epoch values before they are logged (the cross-encoder keeps its threshold);
+        values it adds are logged too (task=multitask's mean)."""
 
     def save_evaluation_state(self, folder) -> dict:
         """Write what evaluation fitted beyond the weights (the bi-encoder's whitening) into the run folder;
@@ -173,8 +176,9 @@ class TaskModule(L.LightningModule):
             self.log(f"{stage}/loss", out.loss, prog_bar=f"{stage}/loss" == self.monitor, batch_size=out.size,
                      sync_dist=True)
         for name, metric in self.metrics[stage].items():
-            inputs = out.metric_inputs[name] if isinstance(out.metric_inputs, dict) else out.metric_inputs
-            metric.update(*inputs)
+            inputs = out.metric_inputs.get(name) if isinstance(out.metric_inputs, dict) else out.metric_inputs
+            if inputs is not None:   # a dict without the metric: not this batch's (a multitask batch is one task's)
+                metric.update(*inputs)
 
     def on_validation_epoch_end(self):
         self.log_metrics("val")
@@ -245,4 +249,21 @@ def as_data_info(data: DataInfo | Mapping) -> DataInfo:
     if isinstance(data, DataInfo):
         return data
     fields = OmegaConf.to_container(data) if isinstance(data, DictConfig) else dict(data)
-    return DataInfo(**{key: tuple(value) if isinstance(value, list) else value for key, value in fields.items()})
+    fields = {key: tuple(value) if isinstance(value, list) else value for key, value in fields.items()}
+    if fields.get("tasks") is not None:
+        fields["tasks"] = {name: as_data_info(info) for name, info in fields["tasks"].items()}
+    return DataInfo(**fields)
+
+
+def plain(value):
+    """A hyperparameter as plain values: configs as containers, and a module inside an option (a sub-task's
+    loss) as its class path, so that the checkpoint loads with weights_only."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, nn.Module):
+        return f"{type(value).__module__}.{type(value).__qualname__}"
+    if isinstance(value, Mapping):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(item) for item in value)
+    return value

@@ -16,8 +16,8 @@ from lightning.pytorch.strategies import ParallelStrategy
 from torchmetrics import SpearmanCorrCoef
 
 from lit_models.base import Step, TaskModule
-from lit_models.components.distributed import gather_with_grad, world_size
-from lit_models.components.pooling import check_pooling, pool
+from lit_models.components.distributed import loss_batch
+from lit_models.components.pooling import check_pooling, encode
 from lit_models.components.whitening import StreamingMoments, Whitening
 
 # Spearman needs every score of the split; the STS splits (<= 20k pairs) fit easily, so the warning is noise.
@@ -71,10 +71,10 @@ class BiEncoder(TaskModule):
         self.automatic_optimization = contrastive_accumulation == 1
 
     def make_metrics(self, stage: str) -> dict:
-        return {"spearman": SpearmanCorrCoef()}
+        return pair_metrics()
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return pool(self.backbone(input_ids, attention_mask), attention_mask, self.pooling, getattr(self.backbone, "pooler", None))
+        return encode(self.backbone, input_ids, attention_mask, self.pooling)
 
     def pair_embeddings(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """The batch stacks first sentences then second sentences: one encoder pass for both."""
@@ -84,9 +84,7 @@ class BiEncoder(TaskModule):
         """What the loss sees: under DDP, a batch-level loss gets the pairs of every rank, gathered with
         gradients; the gradients then equal single-process training on the concatenation, with no rescaling
         (derivation in lit_models/components/distributed.py). A per-pair loss gets this rank's pairs."""
-        if getattr(self.loss, "global_batch", False) and world_size() > 1:
-            return gather_with_grad(u), gather_with_grad(v), gather_with_grad(labels)
-        return u, v, labels
+        return loss_batch(self.loss, u, v, labels)
 
     def step(self, batch, stage: str) -> Step:
         u, v = self.pair_embeddings(batch)
@@ -94,7 +92,7 @@ class BiEncoder(TaskModule):
         if stage != "train":
             if self.whitening is not None:
                 u, v = self.whitening(u), self.whitening(v)
-            return Step(None, (F.cosine_similarity(u.float(), v.float(), dim=-1), labels), len(labels))
+            return Step(None, (cosine(u, v), labels), len(labels))
         return Step(self.loss(*self.loss_batch(u, v, labels)), size=len(labels))
 
     # --- BERT-whitening at evaluation -------------------------------------------------------------------
@@ -207,6 +205,16 @@ def set_random_state(state: tuple, device: torch.device) -> None:
     torch.set_rng_state(state[0])
     if state[1] is not None:
         torch.cuda.set_rng_state(state[1], device)
+
+
+def pair_metrics() -> dict:
+    """The metric of a pair set: Spearman of the cosines (`cosine`) against the gold labels."""
+    return {"spearman": SpearmanCorrCoef()}
+
+
+def cosine(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """cos(u_i, v_i) per pair, in float32: what every evaluation of a pair set ranks."""
+    return F.cosine_similarity(u.float(), v.float(), dim=-1)
 
 
 WHITENING_FITS = {"train": ("train",), "eval": ("eval",), "all": ("train", "valid", "test")}

@@ -13,7 +13,8 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from lit_models.base import Step, TaskModule
-from lit_models.components.pooling import check_pooling, pool
+from lit_models.components.pooling import check_pooling, encode
+from text.info import DataInfo
 
 
 class Classifier(TaskModule):
@@ -39,20 +40,14 @@ class Classifier(TaskModule):
         super().__init__(**common)
 
     def build_head(self) -> nn.Module:
-        num_labels = self.data_info.require("num_labels", "classifier")
-        if num_labels < 2:
-            raise ValueError(f"task=classifier needs at least 2 classes, data={self.data_info.name} has {num_labels}")
-        return nn.Sequential(nn.Dropout(self.dropout), nn.Linear(self.backbone.hidden_size, num_labels))
+        return classification_head(self.backbone.hidden_size, self.data_info, self.dropout)
 
     def make_metrics(self, stage: str) -> dict:
-        classes = self.data_info.num_labels
-        return {"accuracy": MulticlassAccuracy(num_classes=classes, average="micro"),
-                "macro_f1": MulticlassF1Score(num_classes=classes, average="macro")}
+        return classification_metrics(self.data_info.num_labels)
 
     def forward(self, batch) -> torch.Tensor:
         """Logits [B, C]."""
-        hidden = self.backbone(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-        return self.head(pool(hidden, batch["attention_mask"], self.pooling, getattr(self.backbone, "pooler", None)))
+        return classify(self.backbone, self.head, batch, self.pooling)
 
     def step(self, batch, stage: str) -> Step:
         logits, labels = self(batch), batch["labels"]
@@ -62,3 +57,22 @@ class Classifier(TaskModule):
         probabilities = self(batch).float().softmax(-1)
         return [{"index": int(index), "label": int(p.argmax()), "probabilities": p.tolist()}
                 for index, p in zip(batch["index"].tolist(), probabilities.cpu())]
+
+
+def classification_head(hidden_size: int, data: DataInfo, dropout: float, task: str = "classifier") -> nn.Module:
+    """dropout → Linear [C, d] for the classes of `data` (at least 2)."""
+    num_labels = data.require("num_labels", task)
+    if num_labels < 2:
+        raise ValueError(f"task={task} needs at least 2 classes, data={data.name} has {num_labels}")
+    return nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden_size, num_labels))
+
+
+def classification_metrics(num_labels: int) -> dict:
+    """Accuracy (the CLUE metric) and macro F1, fed (predicted class ids, gold class ids)."""
+    return {"accuracy": MulticlassAccuracy(num_classes=num_labels, average="micro"),
+            "macro_f1": MulticlassF1Score(num_classes=num_labels, average="macro")}
+
+
+def classify(backbone, head: nn.Module, batch: dict, pooling: str) -> torch.Tensor:
+    """Logits [B, C]: the head on the pooled encoder output of the batch."""
+    return head(encode(backbone, batch["input_ids"], batch["attention_mask"], pooling, batch.get("token_type_ids")))

@@ -20,7 +20,7 @@ from torchmetrics import SpearmanCorrCoef
 from torchmetrics.classification import BinaryAccuracy
 
 from lit_models.base import Step, TaskModule
-from lit_models.components.distributed import gather_with_grad, world_size
+from lit_models.components.distributed import loss_batch
 from lit_models.components.losses import similar
 from lit_models.components.threshold import ThresholdSearch
 
@@ -66,9 +66,7 @@ class CrossEncoder(TaskModule):
 
     def loss_batch(self, scores: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Under DDP CoSENT ranks the pairs of every rank (as the bi-encoder does, components/distributed.py)."""
-        if getattr(self.loss, "global_batch", False) and world_size() > 1:
-            return gather_with_grad(scores), gather_with_grad(labels)
-        return scores, labels
+        return loss_batch(self.loss, scores, labels)
 
     def step(self, batch, stage: str) -> Step:
         scores, labels = self(batch), batch["labels"]

@@ -17,6 +17,7 @@ class DataInfo:
         num_choices, distinct_answers: multiple choice: the options per question, and whether questions
             that share candidates take distinct answers (CHID's blanks of one passage).
         max_length: the longest sequence the data builds (dialogues: prompt + reply stay within it).
+        tasks: data=multitask: each sub-task's own DataInfo, by sub-task name.
     """
 
     name: str
@@ -27,6 +28,7 @@ class DataInfo:
     num_choices: int | None = None
     distinct_answers: bool = False
     max_length: int | None = None
+    tasks: dict[str, DataInfo] | None = None
 
     def require(self, field: str, task: str):
         value = getattr(self, field)

@@ -23,6 +23,14 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
+def loss_batch(loss, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """What `loss` sees: under DDP, a batch-level loss (`loss.global_batch`) gets the rows of every rank, gathered
+    with gradients; a per-row loss gets this rank's rows."""
+    if getattr(loss, "global_batch", False) and world_size() > 1:
+        return tuple(gather_with_grad(t) for t in tensors)
+    return tensors
+
+
 def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate every rank's `tensor` along dim 0, in rank order; the gradient flows back to each rank's rows.
 

@@ -29,6 +29,14 @@ def pool(hidden_states: list[torch.Tensor], attention_mask: torch.Tensor, poolin
     raise ValueError(f"task.pooling must be one of {POOLINGS}, got {pooling!r}")
 
 
+def encode(backbone, input_ids: torch.Tensor, attention_mask: torch.Tensor, pooling: str,
+           token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    """One vector per row: the backbone's hidden states, pooled (`pool`, with the backbone's pooler)."""
+    hidden = (backbone(input_ids, attention_mask) if token_type_ids is None
+              else backbone(input_ids, attention_mask, token_type_ids))
+    return pool(hidden, attention_mask, pooling, getattr(backbone, "pooler", None))
+
+
 def check_pooling(pooling: str, backbone) -> None:
     """Fail at build time on a pooling the task does not know, or `pooler` on a backbone without one."""
     if pooling not in POOLINGS:
