@@ -60,7 +60,8 @@ def build(cfg: DictConfig, choices: dict[str, str] | None = None):
     datamodule.set_tokenizer(backbone.tokenizer, backbone.text_prefix, pair_encoding=classes.task.PAIR_ENCODING)
     model = instantiate(cfg.task, backbone=backbone, loss=instantiate(cfg.loss), optimizer=instantiate(cfg.optimizer),
                         scheduler=instantiate(cfg.scheduler), init=instantiate(cfg.init), data=datamodule.info,
-                        cuda_graphs=cfg.speed.cuda_graphs, _convert_="object")   # DataInfo stays a dataclass, nested options plain dicts
+                        cuda_graphs=cfg.speed.cuda_graphs, compile=cfg.speed.get("compile", False),   # runs saved before the key resume
+                        _convert_="object")   # DataInfo stays a dataclass, nested options plain dicts
     return datamodule, model
 
 

@@ -66,6 +66,8 @@ class TaskModule(L.LightningModule):
             the encoder's fine-tuning lr gives it (a GlobalPointer head, for one, starts on a long plateau).
         cuda_graphs: replay the training step as CUDA graphs: "auto" (when the task declares CUDA_GRAPHS and
             training runs on one CUDA device), true (fail where it cannot) or false (`speed.cuda_graphs`).
+        compile: `torch.compile` the backbone when training starts (`speed.compile`), before any graphs are
+            recorded: fuses its elementwise kernels; the loss and the head stay eager.
     """
 
     LOSS_INPUTS: ClassVar[tuple[str, ...]] = ()
@@ -78,7 +80,8 @@ class TaskModule(L.LightningModule):
 
     def __init__(self, *, backbone: nn.Module, loss: nn.Module, optimizer: Callable, scheduler: Callable,
                  init: Callable, data: DataInfo | Mapping, monitor: str, monitor_mode: str = "max",
-                 head_lr_scale: float = 1.0, cuda_graphs: bool | str = False):
+                 head_lr_scale: float = 1.0, cuda_graphs: bool | str = False,
+                 compile: bool = False):
         super().__init__()
         if monitor_mode not in ("max", "min"):
             raise ValueError(f"task.monitor_mode must be 'max' or 'min', got {monitor_mode!r}")
@@ -87,9 +90,9 @@ class TaskModule(L.LightningModule):
         if cuda_graphs not in (True, False, "auto"):
             raise ValueError(f"speed.cuda_graphs must be auto, true or false, got {cuda_graphs!r}")
         self.data_info = as_data_info(data)
-        self.cuda_graphs, self.graphed_loss = cuda_graphs, None
+        self.cuda_graphs, self.graphed_loss, self.compile_backbone = cuda_graphs, None, compile
         self.save_hyperparameters(ignore=["backbone", "loss", "optimizer", "scheduler", "init", "data",
-                                          "cuda_graphs", *self.MODULE_ARGS])
+                                          "cuda_graphs", "compile", *self.MODULE_ARGS])
         for key, value in list(self.hparams.items()):   # plain values: the checkpoint loads with weights_only
             self.hparams[key] = plain(value)
         self.hparams["data"] = asdict(self.data_info)
@@ -138,6 +141,8 @@ class TaskModule(L.LightningModule):
         return out.loss, out.size
 
     def on_train_start(self):
+        if self.compile_backbone:
+            self.backbone.compile(dynamic=False)   # one graph per padded shape, as the CUDA graphs record
         self.graphed_loss = GraphedLoss(self, self.train_loss) if self.graphs_wanted() else None
 
     def graphs_wanted(self) -> bool:
@@ -159,10 +164,12 @@ class TaskModule(L.LightningModule):
         optimizer.zero_grad(set_to_none=self.graphed_loss is None)
 
     def speed_summary(self) -> dict:
-        """Which training path ran, for results.json: eager, or CUDA graphs with their counts."""
+        """Which training path ran, for results.json: eager or CUDA graphs (with their counts), and whether the
+        backbone was compiled."""
+        compiled = {"compiled": self.compile_backbone}
         if self.graphed_loss is None:
-            return {"path": "eager"}
-        return {"path": "cuda_graphs"} | self.graphed_loss.summary()
+            return {"path": "eager"} | compiled
+        return {"path": "cuda_graphs"} | compiled | self.graphed_loss.summary()
 
     def validation_step(self, batch, batch_idx):
         self.evaluate(batch, "val")

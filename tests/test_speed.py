@@ -70,9 +70,9 @@ def test_speed_off_trains_eagerly_and_results_record_the_path(tmp_path, data_dir
     run_cli(tmp_path / "on", *quick, "speed.bucket_by_length=true")
     off, = results_of(tmp_path / "off")
     on, = results_of(tmp_path / "on")
-    assert off["speed"] == {"path": "eager", "pad_to_multiple_of": None, "bucket_by_length": False}
+    assert off["speed"] == {"path": "eager", "compiled": False, "pad_to_multiple_of": None, "bucket_by_length": False}
     padding = 16 if torch.cuda.is_available() else None   # padding to recurring shapes pays only for CUDA graphs
-    assert on["speed"] == {"path": "eager", "pad_to_multiple_of": padding, "bucket_by_length": True}
+    assert on["speed"] == {"path": "eager", "compiled": False, "pad_to_multiple_of": padding, "bucket_by_length": True}
     assert off["choices"]["speed"] == "off" and on["choices"]["speed"] == "default"
     assert on["throughput"]["train_examples"] == off["throughput"]["train_examples"]
 
@@ -89,34 +89,66 @@ def test_cuda_graphs_true_without_a_gpu_fails_before_training_naming_why(tmp_pat
 
 # --- on a CUDA device -----------------------------------------------------------------------------------------
 
-@pytest.mark.gpu
-@gpu
-@pytest.mark.parametrize("precision", ["32", "bf16"])
-def test_a_graphed_step_gives_the_eager_loss_and_gradients(data_dir, precision):
-    cfg = compose_config(*TINY, f"paths.data_dir={data_dir}")
+MLM_TINY = ["task=masked_lm", "loss=lm", "data=corpus", "data.packing=true", "data.max_length=48", "data.max_sentences=2000",
+            "data.valid_fraction=0.004", "data.test_fraction=0.004", "backbone=scratch_tiny", "logger=none"]
+STEPS = {"bi_encoder": TINY, "masked_lm": MLM_TINY}
+
+
+def eager_and_fast_steps(overrides, data_dir, precision, *, graphs: bool, compiled: bool):
+    """(loss, gradients) of three training batches, eager and then twice on the fast path (capture + replay,
+    replay), with dropout off so that both compute one function."""
+    cfg = compose_config(*overrides, f"paths.data_dir={data_dir}")
     torch.manual_seed(0)
     datamodule, model = build(cfg)
     datamodule.setup("fit")
-    model.cuda().eval()   # dropout off: the graph and the eager pass compute one function
-    graphed = GraphedLoss(model, model.train_loss)
+    model.cuda().eval()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16")
-    for batch in list(datamodule.train_dataloader())[:3]:
-        batch = {k: v.cuda() for k, v in batch.items()}
-        results = []
-        for loss_of in (model.train_loss, graphed, graphed):   # eager, capture + replay, replay
-            model.zero_grad(set_to_none=True)
-            with autocast:
-                loss = loss_of(batch)[0]
-            loss.backward()
-            results.append((loss.detach().float(), [p.grad.float().clone() for p in model.parameters()
-                                                    if p.grad is not None]))
-            del loss
-        tolerance = 1e-5 if precision == "32" else 2e-2
+    batches = [{k: v.cuda() for k, v in batch.items()} for batch in list(datamodule.train_dataloader())[:3]]
+
+    def step(loss_of, batch):
+        model.zero_grad(set_to_none=True)
+        with autocast:
+            loss = loss_of(batch)[0]
+        loss.backward()
+        return loss.detach().float(), [p.grad.float().clone() for p in model.parameters() if p.grad is not None]
+
+    runs = [[step(model.train_loss, batch)] for batch in batches]   # eager, before anything is compiled
+    if compiled:
+        model.backbone.compile(dynamic=False)
+    fast = GraphedLoss(model, model.train_loss) if graphs else model.train_loss
+    for results, batch in zip(runs, batches):
+        results += [step(fast, batch), step(fast, batch)]   # graphs: capture + replay, then replay
+    return runs, fast
+
+
+def assert_same_steps(runs, precision):
+    tolerance = 1e-5 if precision == "32" else 2e-2
+    for results in runs:
         for loss, grads in results[1:]:
             assert torch.allclose(loss, results[0][0], rtol=tolerance, atol=tolerance)
             for g, g0 in zip(grads, results[0][1]):
                 assert torch.allclose(g, g0, rtol=tolerance, atol=tolerance * g0.abs().max().item())
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("task", ["bi_encoder", "masked_lm"])
+@pytest.mark.parametrize("precision", ["32", "bf16"])
+def test_a_graphed_step_gives_the_eager_loss_and_gradients(data_dir, task, precision):
+    runs, graphed = eager_and_fast_steps(STEPS[task], data_dir, precision, graphs=True, compiled=False)
+    assert_same_steps(runs, precision)
     assert graphed.failed is None and graphed.replays >= 3 and graphed.eager_steps == 0
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("graphs", [False, True])
+def test_a_compiled_backbone_gives_the_eager_loss_and_gradients(data_dir, graphs):
+    """speed.compile=true on the masked LM's packed rows, alone and inside the CUDA graphs."""
+    runs, fast = eager_and_fast_steps(MLM_TINY, data_dir, "bf16", graphs=graphs, compiled=True)
+    assert_same_steps(runs, "bf16")
+    if graphs:
+        assert fast.failed is None and fast.eager_steps == 0
 
 
 @pytest.mark.gpu
