@@ -11,12 +11,14 @@
 #   afqmc   classifier, e5-small-zh, AFQMC, batch 32, max length 128, 1 epoch: hub, hub speed=off, the Hugging
 #           Face Trainer (benchmarks/hf_trainer_classifier.py)
 #   mlm     masked LM, backbone=scratch_base, batch 256 rows of up to 128 tokens, MLM_STEPS steps (600): packed
-#           rows vs one sentence per row, validation every 200 steps; MFU = 6 · parameters · tokens/s over the
+#           rows (default speed settings; with speed.compile=true; with speed=off) vs one sentence per row,
+#           validation every 200 steps; MFU = 6 · parameters · tokens/s over the
 #           card's bf16 matmul rate measured in the same call (benchmarks/matmul_peak.py)
 #   profile torch.profiler over steady-state steps of the sts32, sts256 and packed mlm hub rows
 #           (benchmarks/profile_step.py): time per step against the device's busy time, the top operations on
 #           each side, and cProfile's view of the host (loop, callbacks, collate) over the steps after those
 #
+# ROWS="NAME ...": run only the rows of those names. ROW_TIMEOUT: seconds each row may take (300).
 # Needs HUB_DATA_DIR and $HUB_MODELS_DIR/e5-small-zh. Rows land in $BENCH_DIR/speed/<section>/<row>/.
 set -uo pipefail
 out=${BENCH_DIR:-outputs/benchmarks}/speed
@@ -29,6 +31,7 @@ mlm="task=masked_lm loss=lm data=corpus backbone=scratch_base trainer=gpu logger
 afqmc="experiment=clue/afqmc backbone=pretrained trainer=gpu logger=csv trainer.max_epochs=1 callbacks.throughput.warmup_batches=20"
 
 row() {  # row SECTION NAME COMMAND...: run COMMAND, keep its output and its process wall time
+  [[ -n ${ROWS:-} && " $ROWS " != *" $2 "* ]] && return   # ROWS="hub hf_trainer": only the rows named
   local dir=$out/$1/$2
   shift 2
   mkdir -p "$dir"
@@ -67,6 +70,8 @@ for section in ${@:-sts32 sts256 afqmc mlm}; do
     mlm)
       row mlm matmul_peak python3 benchmarks/matmul_peak.py --out "$out/mlm/matmul_peak/result.json"
       hub mlm packed $mlm data.packing=true
+      hub mlm packed_compiled $mlm data.packing=true speed.compile=true
+      hub mlm packed_speed_off $mlm data.packing=true speed=off
       hub mlm one_sentence_per_row $mlm data.packing=false ;;
     profile)
       mkdir -p "$out/profile"

@@ -20,7 +20,8 @@ def row(folder: Path) -> dict:
                 "train_s": throughput.get("train_time_s"), "data_wait_s": throughput.get("data_wait_s"),
                 "run_s": r.get("wall_time_s"),
                 "metric": ", ".join(f"{k} {100 * v:.2f}" if abs(v) <= 1 else f"{k} {v:.3f}" for k, v in test.items()),
-                "path": speed.get("path", "?") + (f" ({speed['graphs']} graphs)" if speed.get("graphs") else ""),
+                "path": speed.get("path", "?") + (f" ({speed['graphs']} graphs)" if speed.get("graphs") else "")
+                        + (", compiled" if speed.get("compiled") else ""),
                 "status": r.get("status")}
     elif (folder / "result.json").exists():
         r = json.loads((folder / "result.json").read_text())
