@@ -1,4 +1,5 @@
 """The from-scratch Transformer against naive references written out here."""
+import copy
 import math
 from dataclasses import asdict
 from functools import partial
@@ -118,6 +119,57 @@ def test_gau_matches_the_naive_formula(normalization, causal, inputs):
     got, expected = module(x, key_mask, causal), naive_gau(module, x, key_mask, causal)
     valid = key_mask[:, :, None].expand_as(got)
     assert torch.allclose(got[valid], expected[valid], atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["softmax", "softmax_logn", "local", "gau"])
+def test_the_inference_window_narrows_the_keys_in_evaluation_only(kind):
+    """In eval mode, with inference_window=2 the output at position 4 depends on positions 3-5 only; in training
+    mode the layer computes what it computes without the option (`local`'s own window is 3: positions 2-6).
+    Softmax with the window is LocalAttention."""
+    torch.manual_seed(0)
+    x, key_mask = torch.randn(1, 9, 16, dtype=torch.float64), torch.ones(1, 9, dtype=torch.bool)
+    far = x.clone()
+    far[:, [0, 1, 2, 6, 7, 8]] = torch.randn(1, 6, 16, dtype=torch.float64)   # every position but 3-5
+    layer = ATTENTIONS[kind](hidden_size=16, num_heads=4, rope=True, dropout=0.0).double()
+    if kind == "gau":
+        nn.init.normal_(layer.gamma, std=1.0)   # scores large enough for distant keys to matter
+    windowed = ATTENTIONS[kind](hidden_size=16, num_heads=4, rope=True, dropout=0.0, inference_window=2).double()
+    windowed.load_state_dict(layer.state_dict())
+    for causal in (False, True):
+        windowed.train(), layer.train()
+        assert torch.allclose(windowed(x, key_mask, causal), layer(x, key_mask, causal), atol=1e-12)
+        windowed.eval(), layer.eval()
+        assert torch.allclose(windowed(x, key_mask, causal)[0, 4], windowed(far, key_mask, causal)[0, 4], atol=1e-12)
+        assert not torch.allclose(layer(x, key_mask, causal)[0, 4], layer(far, key_mask, causal)[0, 4], atol=1e-6)
+    if kind == "softmax":
+        local = LocalAttention(16, 4, rope=True, dropout=0.0, window=2).double().eval()
+        local.load_state_dict(layer.state_dict())
+        assert torch.allclose(windowed(x, key_mask), local(x, key_mask), atol=1e-12)
+
+
+def test_a_causal_inference_window_of_t_gives_the_logits_of_each_window_alone():
+    """A one-layer causal RoPE model with inference_window = T, on 4T tokens: the state at position i equals
+    that of the last position of tokens i − T + 1 … i run alone (relative positions, one layer: nothing
+    reaches i from farther back)."""
+    torch.manual_seed(0)
+    T = 6
+    cfg = TransformerConfig(vocab_size=50, hidden_size=16, num_layers=1, num_heads=2, ffn_size=32, dropout=0.0,
+                            position="rope", attention=partial(MultiHeadAttention, inference_window=T))
+    model = TransformerEncoder(cfg).double().eval()
+    ids = torch.randint(0, 50, (1, 4 * T))
+    whole = model(ids, torch.ones_like(ids), causal=True)[-1][0]
+    for i in range(4 * T):
+        part = ids[:, max(0, i - T + 1): i + 1]
+        alone = model(part, torch.ones_like(part), causal=True)[-1][0, -1]
+        assert torch.allclose(whole[i], alone, atol=1e-10), i
+    model.train()   # in training the window is off: position 4T − 1 sees the whole row
+    late = model(ids, torch.ones_like(ids), causal=True)[-1][0, -1]
+    assert not torch.allclose(late, alone, atol=1e-6)
+
+
+def test_linear_attention_refuses_an_inference_window():
+    with pytest.raises(ValueError, match="inference_window does not work with LinearAttention"):
+        LinearAttention(16, 4, inference_window=8)
 
 
 def encoder(kind, position="rope", **overrides):

@@ -8,6 +8,11 @@ the model's sizes, the same keywords for every class:
 and a layer mixes tokens: (x [B, L, d], key_mask [B, L], causal) -> [B, L, d]. Two class attributes tell the
 block how to use it: `replaces_ffn` (two layers make a block, no feed-forward: GAU) and `supports_deepnorm`.
 
+Every softmax-style choice (softmax, softmax_logn, local, gau) also takes `inference_window`: in evaluation
+(not `training`), query i sees only keys with |i − j| < inference_window, so that a model trained with full
+attention at length T can read longer inputs through windows of T (kexue.fm/archives/9431). It changes no
+weight, so it can be set when a trained checkpoint is evaluated.
+
 Linear layers carry an `init_role` that the init schemes read (lit_models/components/init.py): "query_key",
 "value" for v and the expanding projections, "residual_out" for projections that write into the residual stream.
 """
@@ -35,6 +40,25 @@ class TokenMixer(nn.Module):
     replaces_ffn = False        # True: a block is two of these layers and no feed-forward (GAU)
     supports_deepnorm = True    # False: backbone.norm=deepnorm is refused (its gains assume attention + FFN)
     supports_packing = True     # False: data.packing=true is refused (its texts would see each other)
+    supports_inference_window = True   # False: attention.inference_window is refused (no key mask to narrow)
+    inference_window: int | None = None
+
+    def set_inference_window(self, window: int | None) -> None:
+        if window is None:
+            return
+        if not self.supports_inference_window:
+            raise ValueError(f"attention.inference_window does not work with {type(self).__name__}: its sums run "
+                             f"over every key; use attention=softmax, softmax_logn, local or gau")
+        if int(window) != window or window < 1:
+            raise ValueError(f"attention.inference_window must be a positive integer or null, got {window!r}")
+        self.inference_window = int(window)
+
+    def window_now(self, window: int | None = None) -> int | None:
+        """The key window in force: the layer's own `window` (None: every key), narrowed in evaluation by
+        `inference_window`."""
+        if self.training or self.inference_window is None:
+            return window
+        return self.inference_window if window is None else min(window, self.inference_window)
 
 
 def visible(key_mask: torch.Tensor, causal: bool, window: int | None = None) -> torch.Tensor:
@@ -60,8 +84,9 @@ class MultiHeadAttention(TokenMixer):
     q and k always have biases, `bias` is for v and the output; `activation` is unused (no φ here)."""
 
     def __init__(self, hidden_size: int, num_heads: int, *, rope: bool = False, dropout: float = 0.0,
-                 bias: bool = True, activation: str = "gelu"):
+                 bias: bool = True, activation: str = "gelu", inference_window: int | None = None):
         super().__init__()
+        self.set_inference_window(inference_window)
         self.num_heads, self.dropout = num_heads, dropout
         self.query = nn.Linear(hidden_size, hidden_size)
         self.key = nn.Linear(hidden_size, hidden_size)
@@ -83,7 +108,7 @@ class MultiHeadAttention(TokenMixer):
         return self.out(y.transpose(1, 2).flatten(2))
 
     def mix(self, q, k, v, key_mask, causal):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=visible(key_mask, causal),
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=visible(key_mask, causal, self.window_now()),
                                               dropout_p=self.dropout if self.training else 0.0)
 
 
@@ -99,7 +124,7 @@ class LogNAttention(MultiHeadAttention):
         self.train_length = train_length
 
     def mix(self, q, k, v, key_mask, causal):
-        keep = visible(key_mask, causal)
+        keep = visible(key_mask, causal, self.window_now())
         n = keep.sum(-1, keepdim=True).clamp(min=1).to(q.dtype)                  # [B, 1, L, 1]
         q = q * (torch.log(n) / math.log(self.train_length))
         return F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=self.dropout if self.training else 0.0)
@@ -114,8 +139,8 @@ class LocalAttention(MultiHeadAttention):
         self.window = window
 
     def mix(self, q, k, v, key_mask, causal):
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=visible(key_mask, causal, self.window),
-                                              dropout_p=self.dropout if self.training else 0.0)
+        keep = visible(key_mask, causal, self.window_now(self.window))
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=self.dropout if self.training else 0.0)
 
 
 class LinearAttention(MultiHeadAttention):
@@ -128,6 +153,7 @@ class LinearAttention(MultiHeadAttention):
     Its sums run over the whole row, so rows that pack several texts are refused (supports_packing)."""
 
     supports_packing = False
+    supports_inference_window = False
 
     def mix(self, q, k, v, key_mask, causal):
         q, k = F.elu(q) + 1, (F.elu(k) + 1) * (key_mask != 0)[:, None, :, None].to(k.dtype)
@@ -159,8 +185,9 @@ class GatedAttentionUnit(TokenMixer):
 
     def __init__(self, hidden_size: int, num_heads: int = 1, *, rope: bool = False, dropout: float = 0.0,
                  bias: bool = True, activation: str = "swish", key_size: int = 128, expansion: int = 2,
-                 normalization: str = "relu2", train_length: int = 512):
+                 normalization: str = "relu2", train_length: int = 512, inference_window: int | None = None):
         super().__init__()
+        self.set_inference_window(inference_window)
         if normalization not in ("relu2", "softmax_plus"):
             raise ValueError(f"GAU normalization must be relu2 or softmax_plus, got {normalization!r}")
         self.dropout, self.normalization, self.train_length = dropout, normalization, train_length
@@ -179,7 +206,7 @@ class GatedAttentionUnit(TokenMixer):
         q, k = z * self.gamma[0] + self.beta[0], z * self.gamma[1] + self.beta[1]
         if self.rope is not None:
             q, k = self.rope(q), self.rope(k)
-        keep = visible(key_mask, causal)[:, 0]                                        # [B, L, L]
+        keep = visible(key_mask, causal, self.window_now())[:, 0]                     # [B, L, L]
         n = keep.sum(-1, keepdim=True).clamp(min=1).to(q.dtype)
         logits = q @ k.transpose(-1, -2) / math.sqrt(self.s)
         if self.normalization == "relu2":
