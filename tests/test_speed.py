@@ -10,6 +10,7 @@ import torch
 
 from datamodules.buckets import LengthBuckets
 from hub.callbacks import NonFiniteGuard, NonFiniteLossError
+from lit_models.components import graphs
 from lit_models.components.graphs import GraphedLoss
 from run import build
 from tests.conftest import compose_config, results_of, run_cli
@@ -180,8 +181,68 @@ def test_results_count_every_replayed_and_eager_step():
     counts = Counter()
     graphed = GraphedLoss(torch.nn.Linear(1, 1), lambda batch: (counts.update(["eager"]) or torch.zeros(()), 1))
     graphed({"texts": ["not a tensor"]})   # a field no graph can take: eager, and counted
-    assert graphed.summary() == {"graphs": 0, "replays": 0, "eager_steps": 1, "capture_failed": None}
+    assert graphed.summary() == {"graphs": 0, "replays": 0, "eager_steps": 1, "capture_failed": None,
+                                 "memory_full": False}
     assert counts["eager"] == 1
+
+
+class FakeGraphs:
+    """GraphedLoss's CUDA side replaced on the CPU: a batch's signature is its "shape" field, a capture takes
+    `per_graph` bytes of a device of `total` bytes (or fails at capture number `fail_at`), a replay is counted."""
+
+    def __init__(self, monkeypatch, total=100, per_graph=20, fail_at=None):
+        self.free, self.total, self.per_graph, self.fail_at, self.captures, self.emptied = total, total, per_graph, \
+            fail_at, 0, 0
+        fake = self
+
+        class Graph:
+            size = 1
+
+            def __init__(self, *args):
+                fake.captures += 1
+                if fake.captures == fail_at:
+                    raise torch.OutOfMemoryError("CUDA out of memory")
+                fake.free -= per_graph
+                self.loss = torch.zeros(())
+
+            def load(self, batch):
+                pass
+
+        def empty_cache():
+            fake.emptied += 1
+            fake.free = fake.total
+
+        monkeypatch.setattr(graphs, "signature", lambda batch: (("shape", (batch["shape"],), torch.int64),))
+        monkeypatch.setattr(graphs, "StepGraph", Graph)
+        monkeypatch.setattr(graphs.Replay, "apply", staticmethod(lambda anchor, graph: graph.loss))
+        monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (fake.free, fake.total))
+        monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+        monkeypatch.setattr(torch.cuda, "empty_cache", empty_cache)
+
+
+def test_new_batch_shapes_run_eagerly_once_graphs_leave_too_little_memory_free(monkeypatch):
+    fake = FakeGraphs(monkeypatch, total=100, per_graph=20)   # 80, 60, 40, 20 free after 1-4 graphs
+    counts = Counter()
+    graphed = GraphedLoss(torch.nn.Linear(1, 1), lambda batch: (counts.update(["eager"]) or torch.zeros(()), 1),
+                          min_free=0.25)
+    for shape in [1, 2, 3, 4, 5, 1, 4, 6]:
+        graphed({"shape": shape})
+    # shapes 1-4 recorded (20 free after the 4th < 25 % of 100); 5 and 6 eager; 1 and 4 replayed
+    assert fake.captures == 4 and counts["eager"] == 2
+    assert graphed.summary() == {"graphs": 4, "replays": 6, "eager_steps": 2, "capture_failed": None,
+                                 "memory_full": True}
+
+
+def test_a_failed_capture_releases_the_recorded_graphs_and_training_goes_on_eagerly(monkeypatch):
+    fake = FakeGraphs(monkeypatch, total=100, per_graph=20, fail_at=3)
+    counts = Counter()
+    graphed = GraphedLoss(torch.nn.Linear(1, 1), lambda batch: (counts.update(["eager"]) or torch.zeros(()), 1))
+    for shape in [1, 2, 3, 1, 2]:
+        graphed({"shape": shape})
+    assert fake.emptied == 1 and fake.free == 100   # the two recorded graphs' memory handed back
+    summary = graphed.summary()
+    assert summary["graphs"] == 0 and summary["replays"] == 2 and summary["eager_steps"] == 3   # 1, 2 replayed once
+    assert summary["capture_failed"].startswith("OutOfMemoryError") and counts["eager"] == 3
 
 
 # --- packed rows ----------------------------------------------------------------------------------------------

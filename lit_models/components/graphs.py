@@ -8,6 +8,7 @@ costs what the GPU needs. A graph fixes the shapes it was recorded with, so ther
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from typing import Callable
 
@@ -91,16 +92,22 @@ class GraphedLoss:
     them to None) are zeroed and put back. Dropout draws new masks at every replay (a capture registers the CUDA
     generator). Under autocast a capture runs with autocast's weight cache off, so each replay casts the current
     weights. A batch with a field that is not a CUDA tensor, or a signature past `max_graphs`, runs eagerly;
-    so does every batch after a capture fails (the reason is logged once and reported by `summary`).
+    so does a new signature once less than `min_free` of the device's memory is free (each graph keeps its
+    activations' memory: sixteen graphs of a BERT-base step at batch 256 × 128 filled an 80 GB card), and every
+    batch after a capture fails (the reason is logged once and reported by `summary`); a failed capture
+    releases the graphs recorded so far, so that the eager steps have their memory.
 
     Args:
         owner: the module whose parameters the loss trains (the task).
         loss_of: the training loss of a batch and the batch size to log it with.
-        max_graphs: the most signatures recorded; each holds its activations' memory.
+        max_graphs: the most signatures recorded.
+        min_free: the share of the device's memory that must be free to record another graph.
     """
 
-    def __init__(self, owner: nn.Module, loss_of: Callable[[dict], tuple[torch.Tensor, int]], max_graphs: int = 16):
-        self.loss_of, self.max_graphs = loss_of, max_graphs
+    def __init__(self, owner: nn.Module, loss_of: Callable[[dict], tuple[torch.Tensor, int]], max_graphs: int = 16,
+                 min_free: float = 0.25):
+        self.loss_of, self.max_graphs, self.min_free = loss_of, max_graphs, min_free
+        self.memory_full = False
         self.params = [p for p in owner.parameters() if p.requires_grad]
         self.grads: list[torch.Tensor] | None = None
         self.anchor = None
@@ -110,7 +117,7 @@ class GraphedLoss:
 
     def __call__(self, batch: dict) -> tuple[torch.Tensor, int]:
         key = signature(batch) if self.failed is None else None
-        if key is not None and key not in self.graphs and len(self.graphs) < self.max_graphs:
+        if key is not None and key not in self.graphs and self.room_for_another():
             self.capture(key, batch)
         if key is None or key not in self.graphs:
             self.eager_steps += 1
@@ -133,6 +140,18 @@ class GraphedLoss:
             for p, g in replaced:
                 p.grad = g
 
+    def room_for_another(self) -> bool:
+        """Fewer than max_graphs recorded, and at least `min_free` of the device's memory free (asked only when
+        a new signature comes; once full, never again)."""
+        if len(self.graphs) >= self.max_graphs or self.memory_full:
+            return False
+        free, total = torch.cuda.mem_get_info(self.params[0].device)
+        if self.graphs and free < self.min_free * total:
+            self.memory_full = True
+            log.info("CUDA graphs: %d recorded and %.1f of %.1f GiB free; new batch shapes run eagerly",
+                     len(self.graphs), free / 2**30, total / 2**30)
+        return not self.memory_full
+
     def capture(self, key: tuple, batch: dict) -> None:
         self.attach_grads()
         accumulated = [g.clone() for g in self.grads]   # the warm-up passes must not touch the gradients
@@ -143,6 +162,9 @@ class GraphedLoss:
             self.failed = f"{type(error).__name__}: {error}".splitlines()[0]
             log.warning("CUDA graphs off for the rest of the run, the step could not be captured (%s); "
                         "training continues eagerly", self.failed)
+            self.graphs.clear()   # their memory pools: the eager steps need the room
+            gc.collect()
+            torch.cuda.empty_cache()
         torch.cuda.synchronize()
         torch._foreach_copy_(self.grads, accumulated)
         if key in self.graphs:
@@ -151,7 +173,7 @@ class GraphedLoss:
 
     def summary(self) -> dict:
         return {"graphs": len(self.graphs), "replays": self.replays, "eager_steps": self.eager_steps,
-                "capture_failed": self.failed}
+                "capture_failed": self.failed, "memory_full": self.memory_full}
 
 
 def autocast_without_cache():
