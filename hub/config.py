@@ -116,11 +116,21 @@ def check_config(cfg: DictConfig, choices: dict[str, str] | None = None) -> Clas
         raise ConfigError(f"data.packing=true does not work with attention={choices.get('attention')}: its sums run "
                           f"over the whole row, so packed sentences would see each other; use "
                           f"attention={'|'.join(valid)} or data.packing=false")
+    check_eval_length(cfg)
     if cfg.init._target_.endswith(".deepnorm") and cfg.backbone.get("norm") != "deepnorm":
         raise ConfigError(f"init=deepnorm needs backbone.norm=deepnorm (got backbone.norm="
                           f"{cfg.backbone.get('norm')}): DeepNorm's init gain β is derived "
                           f"for its residual scale α; use another init or add backbone.norm=deepnorm")
     return classes
+
+
+def check_eval_length(cfg: DictConfig) -> None:
+    """data.eval_max_length beyond a position table (learned, sinusoidal) would fail at the first validation."""
+    length, position = cfg.data.get("eval_max_length"), cfg.backbone.get("position")
+    if length and position in ("learned", "sinusoidal") and length > cfg.backbone.max_position:
+        raise ConfigError(f"data.eval_max_length={length} does not work with backbone.position={position} and "
+                          f"backbone.max_position={cfg.backbone.max_position}: the table has no positions beyond "
+                          f"{cfg.backbone.max_position}; use backbone.position=rope (or none), or raise max_position")
 
 
 def check_subtasks(cfg: DictConfig, objectives: dict[str, type]) -> None:

@@ -16,14 +16,10 @@ segment id until the end-of-turn [SEP] (lit_models/components/generation.py).
 from __future__ import annotations
 
 import torch
-from torch import nn
-from torchmetrics.text import Perplexity
 
-from lit_models.base import Step, TaskModule
+from lit_models.causal_lm import CausalLM
 from lit_models.components.generation import STRATEGIES, generate
-from lit_models.components.heads import MLMHead
 from text.dialogue import (
-    IGNORE_INDEX,
     encode_prompt,
     join_characters,
     prompt_of,
@@ -45,8 +41,9 @@ def decoding_options(defaults: dict, overrides: dict, max_length: int) -> dict:
     return options
 
 
-class DialogueLM(TaskModule):
-    """A causal LM over whole dialogues; `loss` is TokenCrossEntropy (loss=lm) on (logits, next tokens).
+class DialogueLM(CausalLM):
+    """A causal LM over whole dialogues (lit_models/causal_lm.py) that also replies; `loss` is TokenCrossEntropy
+    (loss=lm) on (logits, next tokens).
 
     Args:
         max_length: the longest sequence the model was trained on (data.max_length); respond() fits the
@@ -55,42 +52,12 @@ class DialogueLM(TaskModule):
             temperature, top_k, top_p.
     """
 
-    LOSS_INPUTS = ("token_logits",)
     DATA_KINDS = ("dialogues",)
-    SCRATCH_ONLY = True
 
     def __init__(self, *, max_length: int | None = None, decoding: dict | None = None, **common):
         super().__init__(**common)
         self.max_length = max_length or self.data_info.require("max_length", "dialogue_lm")
         self.decoding = decoding_options(DECODING_DEFAULTS, dict(decoding or {}), self.max_length)
-
-    def build_head(self) -> nn.Module:
-        return MLMHead(self.backbone.hidden_size, self.backbone.encoder.token_embedding.num_embeddings)
-
-    def make_metrics(self, stage: str) -> dict:
-        """Perplexity of the whole split: exp of the token-weighted mean NLL (not a mean of batch values)."""
-        return {"perplexity": Perplexity(ignore_index=IGNORE_INDEX)}
-
-    def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-               token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Final hidden states [B, L, d] of the causal backbone: position t sees only positions ≤ t."""
-        return self.backbone(input_ids, attention_mask, token_type_ids, causal=True)[-1]
-
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Next-token logits [..., V] of hidden states [..., d]."""
-        return self.head(hidden, self.backbone.encoder.token_embedding.weight)
-
-    def targets(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits [N, V] and labels [N] of the N positions whose next token is a target (the shift by one)."""
-        hidden = self.hidden(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])[:, :-1]
-        labels = batch["labels"][:, 1:]
-        scored = labels != IGNORE_INDEX
-        return self.logits(hidden[scored]), labels[scored]
-
-    def step(self, batch, stage: str) -> Step:
-        logits, labels = self.targets(batch)
-        # size = tokens: the epoch's loss is the token-weighted mean, the log of the perplexity
-        return Step(self.loss(logits, labels), (logits[None].float(), labels[None]), len(labels))
 
     def text(self, token_ids: list[int]) -> str:
         """WordPiece decode without special tokens, characters joined as the training text (join_characters).
