@@ -54,8 +54,8 @@ def test_the_loss_is_the_cross_entropy_of_each_position_against_the_next_token(d
 
 
 def test_a_model_trained_at_length_t_is_tested_at_4t(tmp_path, data_dir):
-    run_cli(tmp_path, *CLM, "data.eval_max_length=128", "attention.inference_window=32", "trainer.max_epochs=1",
-            f"paths.data_dir={data_dir}")
+    run_cli(tmp_path, *CLM, "data.eval_max_length=128", "attention.inference_window=32", "trainer.max_steps=20",
+            "data.train_limit=60", f"paths.data_dir={data_dir}")
     result, = results_of(tmp_path)
     assert result["status"] == "completed"
     perplexity = result["test"]["test/perplexity"]

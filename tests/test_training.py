@@ -40,7 +40,7 @@ def test_training_scratch_tiny_on_stsb_raises_val_spearman(tmp_path, data_dir):
     common = ["data=stsb", f"paths.data_dir={data_dir}", "logger=csv", "seed=3"]
     # the untrained model on the valid split (evaluated as the test split)
     run_cli(tmp_path / "untrained", *common, "train=false", "data.files.test=${data.files.valid}")
-    run_cli(tmp_path / "trained", *common, "trainer.max_epochs=2", "test=false")
+    run_cli(tmp_path / "trained", *common, "trainer.max_epochs=2", "data.train_limit=2500", "test=false")
     [untrained], [trained] = results_of(tmp_path / "untrained"), results_of(tmp_path / "trained")
     before, after = untrained["test"]["test/spearman"], trained["best"]["value"]
     assert after > before + 0.08, (before, after)
