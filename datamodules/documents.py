@@ -68,9 +68,9 @@ class DocumentsDataModule(SplitFilesDataModule):
                  for split, entries in files.items()}
         for split, entries in specs.items():
             for spec in entries:
-                if spec.get("format") not in DOCUMENT_FORMATS:
-                    raise ValueError(f"data.files.{split}: {spec.get('file')} has format {spec.get('format')!r}; "
-                                     f"formats are {'|'.join(DOCUMENT_FORMATS)}")
+                if not spec.get("file") or spec.get("format") not in DOCUMENT_FORMATS:
+                    raise ValueError(f"data.files.{split}: {spec} needs a `file` and a `format`, one of "
+                                     f"{'|'.join(DOCUMENT_FORMATS)}")
         super().__init__(name=name, paths={split: [Path(root) / spec["file"] for spec in entries]
                                            for split, entries in specs.items()},
                          source=source, max_length=max_length, **common)

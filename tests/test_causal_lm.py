@@ -69,3 +69,10 @@ def test_evaluating_beyond_a_learned_position_table_fails_before_training():
     with pytest.raises(ConfigError, match=r"data.eval_max_length=128 does not work with backbone.position=learned "
                                           r"and backbone.max_position=64.*use backbone.position=rope"):
         check_config(cfg)
+
+
+def test_a_document_source_without_a_known_format_is_refused_naming_it(data_dir):
+    cfg = compose_config(*CLM, "data.files.valid=[{file: cmrc2018/dev.json, format: xml}]", f"paths.data_dir={data_dir}")
+    with pytest.raises(Exception, match=r"data.files.valid: .*cmrc2018/dev.json.* needs a `file` and a `format`, "
+                                         r"one of squad\|tsv\|json_lines"):
+        build(cfg)

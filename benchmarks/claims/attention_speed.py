@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parent)]
-from common import DEVICE, DTYPE, timed, write_table  # noqa: E402
+from common import DEVICE, DTYPE, timed_or_oom, write_table  # noqa: E402
 from lit_models.components.nn.attention import LinearAttention, MultiHeadAttention  # noqa: E402
 
 
@@ -34,14 +34,7 @@ def measure(layer_class, hidden: int, heads: int, batch: int, length: int) -> tu
     def step():
         layer(x, key_mask).float().square().mean().backward()
 
-    try:
-        return timed(step)
-    except torch.OutOfMemoryError:
-        return None, None
-    finally:
-        del layer, x
-        if DEVICE.type == "cuda":
-            torch.cuda.empty_cache()
+    return timed_or_oom(step)
 
 
 def main(argv=None) -> None:

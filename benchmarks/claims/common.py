@@ -34,6 +34,17 @@ def timed(step: Callable[[], None], repeats: int = 10, warmup: int = 3) -> tuple
     return statistics.median(seconds), peak
 
 
+def timed_or_oom(step: Callable[[], None], **timing) -> tuple[float | None, float | None]:
+    """`timed(step)`, or (None, None) when the device runs out of memory (a setting too large for the card)."""
+    try:
+        return timed(step, **timing)
+    except torch.OutOfMemoryError:
+        return None, None
+    finally:
+        if DEVICE.type == "cuda":
+            torch.cuda.empty_cache()
+
+
 def device_name() -> str:
     return torch.cuda.get_device_name() if DEVICE.type == "cuda" else "CPU"
 

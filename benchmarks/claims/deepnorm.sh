@@ -5,7 +5,7 @@
 #      the lowest lr whose loss spikes or stalls is the comparison's LR.
 #   2. at LR (default 1e-3): post-norm + init=bert, backbone.norm=deepnorm + init=deepnorm, pre-norm + init=bert.
 # Model: scratch_base's width (768, 12 heads) at LAYERS=48 layers; batch 64 packed rows, STEPS (3000) steps =
-# 12.3M tokens a run. 8978 uses BERT-base width with warmup removed; the depth is the post's smallest.
+# 24.6M tokens a run: BERT-base's width at 48 layers (LAYERS=96 where the budget allows).
 . "$(dirname "$0")/lib.sh"
 layers=$(smoke 2 "${LAYERS:-48}") steps=$(smoke 2 "${STEPS:-3000}") lr=${LR:-1e-3}
 deep=("${mlm[@]}" "${corpus[@]}" backbone.num_layers="$layers" scheduler=constant data.batch_size=$(smoke 8 64)

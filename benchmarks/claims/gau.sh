@@ -3,7 +3,7 @@
 # attention + feed-forward layer) GAU with softmax_plus matches or beats softmax at equal cost and needs no
 # warmup. Four runs per seed: GAU (softmax_plus, train_length 128) without and with warmup, softmax with and
 # without warmup. LAYERS (12) softmax layers of width 768 vs 2 × LAYERS GAU layers, batch 64 packed rows,
-# STEPS (3000) steps = 12.3M tokens a run; results.json gives each run's tokens/s and wall time for the
+# STEPS (3000) steps = 24.6M tokens a run; results.json gives each run's tokens/s and wall time for the
 # equal-time reading of the curves.
 . "$(dirname "$0")/lib.sh"
 layers=$(smoke 1 "${LAYERS:-12}") steps=$(smoke 2 "${STEPS:-3000}")

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parent)]
-from common import DEVICE, DTYPE, timed, write_table  # noqa: E402
+from common import DEVICE, DTYPE, timed_or_oom, write_table  # noqa: E402
 from lit_models.components.nn.transformer import TransformerConfig, TransformerEncoder  # noqa: E402
 
 
@@ -29,14 +29,7 @@ def measure(args, batch: int, recompute: bool) -> tuple[float | None, float | No
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    try:
-        return timed(step, repeats=5, warmup=2)
-    except torch.OutOfMemoryError:
-        return None, None
-    finally:
-        del model, optimizer
-        if DEVICE.type == "cuda":
-            torch.cuda.empty_cache()
+    return timed_or_oom(step, repeats=5, warmup=2)
 
 
 def main(argv=None) -> None:
